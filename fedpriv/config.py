@@ -1,0 +1,180 @@
+"""Experiment configuration: a frozen, keyword-only dataclass that checks itself.
+
+The library never reads flags. Launch scripts turn their ml_collections config into a
+`Config` with `Config.from_dict`, which refuses unknown keys, wrong types and values out
+of range with a `ConfigError` naming the option and what it allows, before any work
+starts. Nested groups (e.g. `fedqsn`, `privacy`) are dataclasses of their own.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any
+
+DATASETS = ("fashion_mnist", "shakespeare")  # plus "tfds:<name>"
+MODELS = ("cnn", "lstm", "transformer")
+PARTITIONS = ("iid", "dirichlet", "natural")
+CLIENT_OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+SERVER_OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+class ConfigError(ValueError):
+  """A configuration value is out of range; `str()` is the one line to show a user."""
+
+  def __init__(self, option: str, message: str):
+    super().__init__(f"config.{option}: {message}")
+    self.option = option
+
+
+def check(option: str, ok: bool, message: str) -> None:
+  if not ok:
+    raise ConfigError(option, message)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+  """One federated experiment.
+
+  Data: `dataset` ("fashion_mnist", "shakespeare" or "tfds:<name>"), `partition`
+  ("iid", "dirichlet", "natural"), `dirichlet_alpha`, `num_clients` (0 = every natural
+  client), `max_examples_per_client` (0 = no cap), `data_dir` (tfds/IDX folder),
+  `train_limit`/`test_limit` (0 = all; small slices for tests), and for Shakespeare
+  `seq_len`, `min_chars`, `test_fraction`.
+
+  Federation: `clients_per_round`, `rounds`, `local_epochs`, `batch_size`,
+  `learning_rate` and `client_optimizer` (+ `client_momentum`, `weight_decay`),
+  `server_optimizer` and `server_learning_rate` (sgd with 1.0 is FedAvg).
+
+  Execution: `seed`, `eval_every`, `eval_batch_size`, `chunk_size` (clients vmapped at
+  once), `unroll` (local-step scan unroll), `num_devices` (0: no sharding; n: shard the
+  cohort over n devices).
+  """
+  dataset: str = "fashion_mnist"
+  model: str = "cnn"
+  partition: str = "iid"
+  dirichlet_alpha: float = 0.5
+  num_clients: int = 100
+  clients_per_round: int = 10
+  rounds: int = 20
+  local_epochs: int = 1
+  batch_size: int = 20
+  learning_rate: float = 0.05
+  client_optimizer: str = "sgd"
+  client_momentum: float = 0.9
+  weight_decay: float = 0.0
+  server_optimizer: str = "sgd"
+  server_learning_rate: float = 1.0
+  seed: int = 0
+  eval_every: int = 1
+  eval_batch_size: int = 1000
+  chunk_size: int = 2
+  unroll: int = 5
+  num_devices: int = 0
+  max_examples_per_client: int = 0
+  data_dir: str = ""
+  train_limit: int = 0
+  test_limit: int = 0
+  seq_len: int = 80
+  min_chars: int = 2000
+  test_fraction: float = 0.2
+
+  def __post_init__(self):
+    _check_types(self)
+    ds = self.dataset
+    check("dataset", ds in DATASETS or (ds.startswith("tfds:") and len(ds) > 5),
+          f"must be one of {DATASETS} or 'tfds:<name>', got {ds!r}")
+    check("model", self.model in MODELS, f"must be one of {MODELS}, got {self.model!r}")
+    text = ds == "shakespeare"
+    if text:
+      check("model", self.model in ("lstm", "transformer"),
+            f"shakespeare needs 'lstm' or 'transformer', got {self.model!r}")
+      check("partition", self.partition == "natural",
+            f"shakespeare is naturally federated (one client per role): use 'natural', "
+            f"got {self.partition!r}")
+    else:
+      check("model", self.model == "cnn", f"image datasets need 'cnn', got {self.model!r}")
+      check("partition", self.partition in ("iid", "dirichlet"),
+            f"image datasets take 'iid' or 'dirichlet', got {self.partition!r}")
+    check("dirichlet_alpha", self.dirichlet_alpha > 0,
+          f"must be > 0, got {self.dirichlet_alpha}")
+    check("num_clients", self.num_clients >= (0 if text else 1),
+          f"must be >= {0 if text else 1}, got {self.num_clients}")
+    check("clients_per_round", self.clients_per_round >= 1,
+          f"must be >= 1, got {self.clients_per_round}")
+    if self.num_clients:
+      check("clients_per_round", self.clients_per_round <= self.num_clients,
+            f"must be in [1, num_clients={self.num_clients}], got {self.clients_per_round}")
+    for name in ("rounds", "local_epochs", "batch_size", "eval_every", "eval_batch_size",
+                 "chunk_size", "unroll"):
+      check(name, getattr(self, name) >= 1, f"must be >= 1, got {getattr(self, name)}")
+    check("learning_rate", self.learning_rate > 0, f"must be > 0, got {self.learning_rate}")
+    check("client_optimizer", self.client_optimizer in CLIENT_OPTIMIZERS,
+          f"must be one of {CLIENT_OPTIMIZERS}, got {self.client_optimizer!r}")
+    check("client_momentum", 0 <= self.client_momentum < 1,
+          f"must be in [0, 1), got {self.client_momentum}")
+    check("weight_decay", self.weight_decay >= 0, f"must be >= 0, got {self.weight_decay}")
+    check("server_optimizer", self.server_optimizer in SERVER_OPTIMIZERS,
+          f"must be one of {SERVER_OPTIMIZERS}, got {self.server_optimizer!r}")
+    check("server_learning_rate", self.server_learning_rate > 0,
+          f"must be > 0, got {self.server_learning_rate}")
+    check("seed", self.seed >= 0, f"must be >= 0, got {self.seed}")
+    for name in ("num_devices", "max_examples_per_client", "train_limit", "test_limit"):
+      check(name, getattr(self, name) >= 0, f"must be >= 0, got {getattr(self, name)}")
+    check("seq_len", self.seq_len >= 2, f"must be >= 2, got {self.seq_len}")
+    check("min_chars", self.min_chars >= 1, f"must be >= 1, got {self.min_chars}")
+    check("test_fraction", 0 < self.test_fraction < 1,
+          f"must be in (0, 1), got {self.test_fraction}")
+
+  @classmethod
+  def from_dict(cls, values: dict[str, Any], prefix: str = "") -> "Config":
+    return _from_dict(cls, values, prefix)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+def _field_types(cls) -> dict[str, Any]:
+  return typing.get_type_hints(cls)
+
+
+def _check_types(obj) -> None:
+  for name, tp in _field_types(type(obj)).items():
+    value = getattr(obj, name)
+    if dataclasses.is_dataclass(tp):
+      check(name, isinstance(value, tp), f"must be a {tp.__name__} group")
+      continue
+    if tp is float:
+      ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+      if ok:
+        object.__setattr__(obj, name, float(value))
+    elif tp is int:
+      ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is bool:
+      ok = isinstance(value, bool)
+    elif tp is str:
+      ok = isinstance(value, str)
+    else:
+      ok = True
+    check(name, ok, f"must be a {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _from_dict(cls, values: dict[str, Any], prefix: str):
+  types = _field_types(cls)
+  unknown = sorted(set(values) - set(types))
+  if unknown:
+    raise ConfigError(prefix + unknown[0], f"unknown option (known: {', '.join(sorted(types))})")
+  kwargs = {}
+  for name, value in values.items():
+    tp = types[name]
+    if dataclasses.is_dataclass(tp):
+      if not isinstance(value, dict):
+        raise ConfigError(prefix + name, "must be a group of options")
+      kwargs[name] = _from_dict(tp, value, prefix + name + ".")
+    else:
+      kwargs[name] = value
+  try:
+    return cls(**kwargs)
+  except ConfigError as e:
+    if prefix and not e.option.startswith(prefix):
+      raise ConfigError(prefix + e.option, str(e).split(": ", 1)[1]) from None
+    raise

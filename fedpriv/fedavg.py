@@ -1,0 +1,186 @@
+"""FedAvg / FedOpt (McMahan et al. 2017; Reddi et al. 2021) with clients on an array axis.
+
+A round, as one pure function of (server state, population, base key):
+
+  1. sample `clients_per_round` clients uniformly without replacement;
+  2. each client receives its model from the downlink (the global model for plain
+     FedAvg, a masked and quantized proxy for FedQSN), trains it with `local_train`
+     and hands its delta to the uplink, which encodes the message the server will sum
+     (the example-weighted delta for plain FedAvg; clipped, masked, quantized, noised
+     integers for the private uplink);
+  3. the messages are summed over clients (`cohort.map_reduce`, in chunks, psum-ed over
+     devices), the uplink decodes the sum into a mean update, and the server optimizer
+     applies it (SGD with learning rate 1 is FedAvg, Adam is FedAdam).
+
+Shapes never depend on which clients were sampled, so `jax.jit(algo.run_round)`
+compiles once for the whole run.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from fedpriv import keys as keylib
+from fedpriv.cohort import padded_cohort_size, sharded_map_reduce
+from fedpriv.data.client_data import ClientData
+from fedpriv.local import local_train
+from fedpriv.models.registry import Task
+from fedpriv.schedule import client_batches, sample_clients
+
+
+class ServerState(NamedTuple):
+  params: Any
+  opt_state: Any
+  round: jax.Array  # rounds completed so far (int32 scalar)
+
+
+class Cohort(NamedTuple):
+  """The clients of one round, padded to a multiple of chunk size x devices.
+
+  Attributes:
+    client_ids: `[m]` int32 ids into the population (0 for padding).
+    valid: `[m]` bool, False for padding entries (they contribute nothing).
+    keys: `[m]` client keys.
+    batches: optional `([m, steps, batch], [m, steps, batch])` fixed minibatch
+      schedules (used by the pinned benchmark workload); None derives them from keys.
+  """
+  client_ids: jax.Array
+  valid: jax.Array
+  keys: jax.Array
+  batches: Any = None
+
+
+class PlainDownlink:
+  """Every client receives the global model itself (plain FedAvg)."""
+  bits_per_param = 32.0
+
+  def client_model(self, params, key):
+    del key
+    return params
+
+
+class PlainUplink:
+  """Clients send their example-weighted float32 delta; the server takes the mean."""
+  bits_per_param = 32.0
+
+  def encode(self, delta, weight, key):
+    del key
+    return {"delta": jax.tree.map(lambda d: weight * d, delta), "weight": weight}
+
+  def decode(self, total, key):
+    del key
+    denom = jnp.maximum(total["weight"], 1e-12)
+    return jax.tree.map(lambda s: s / denom, total["delta"])
+
+
+@dataclasses.dataclass(frozen=True)
+class FedAvg:
+  """Federated averaging with a pluggable downlink (server->client) and uplink.
+
+  Attributes:
+    task: model and loss.
+    client_optimizer: optax transformation used for local steps.
+    server_optimizer: optax transformation applied to the negated mean update.
+    clients_per_round: cohort size.
+    local_epochs: passes over each client's data per round.
+    batch_size: local minibatch size.
+    chunk_size: clients vmapped together (memory grows with it, not with the cohort).
+    unroll: unroll factor of the local-step scan.
+    mesh: optional 1-D device mesh (axis "clients") to shard the cohort over.
+    downlink: what a client receives (default: the global model).
+    uplink: what a client sends and how the server decodes the sum.
+  """
+  task: Task
+  client_optimizer: optax.GradientTransformation
+  server_optimizer: optax.GradientTransformation
+  clients_per_round: int
+  local_epochs: int
+  batch_size: int
+  chunk_size: int = 1
+  unroll: int = 1
+  mesh: Mesh | None = None
+  downlink: Any = dataclasses.field(default_factory=PlainDownlink)
+  uplink: Any = dataclasses.field(default_factory=PlainUplink)
+
+  @property
+  def num_devices(self) -> int:
+    return 1 if self.mesh is None else self.mesh.devices.size
+
+  @property
+  def padded_cohort(self) -> int:
+    return padded_cohort_size(self.clients_per_round, self.chunk_size, self.num_devices)
+
+  def init(self, params) -> ServerState:
+    return ServerState(params, self.server_optimizer.init(params), jnp.zeros((), jnp.int32))
+
+  def sample_cohort(self, base_key: jax.Array, rnd, num_clients: int) -> Cohort:
+    """The cohort of round `rnd` (1-based), drawn from `(base_key, rnd)` alone."""
+    rkey = keylib.round_key(base_key, rnd)
+    ids = sample_clients(keylib.server_key(rkey, keylib.SAMPLE_CLIENTS), num_clients,
+                         self.clients_per_round)
+    return self.pad_cohort(ids, rkey)
+
+  def pad_cohort(self, ids: jax.Array, rkey: jax.Array, batches=None) -> Cohort:
+    pad = self.padded_cohort - ids.shape[0]
+    valid = jnp.arange(self.padded_cohort) < ids.shape[0]
+    ids = jnp.concatenate([ids.astype(jnp.int32), jnp.zeros((pad,), jnp.int32)])
+    if batches is not None and pad:
+      batches = jax.tree.map(
+          lambda b: jnp.concatenate([b, jnp.zeros((pad,) + b.shape[1:], b.dtype)]), batches)
+    ckeys = jax.vmap(lambda c: keylib.client_key(rkey, c))(ids)
+    return Cohort(ids, valid, ckeys, batches)
+
+  def client_update(self, shared, client):
+    """One client's round; vmapped over the cohort by `map_reduce`."""
+    params, population = shared
+    cid, valid, ckey, batches = client
+    x, y, mask = population.x[cid], population.y[cid], population.mask[cid]
+    if batches is None:
+      batches = client_batches(keylib.stage_key(ckey, keylib.SHUFFLE), mask,
+                               self.local_epochs, self.batch_size)
+    start = self.downlink.client_model(params, keylib.stage_key(ckey, keylib.PROXY))
+    trained, (loss_sum, correct, count) = local_train(
+        self.task, self.client_optimizer, start, x, y, *batches, unroll=self.unroll)
+    delta = jax.tree.map(jnp.subtract, trained, start)
+    weight = jnp.where(valid, mask.sum().astype(jnp.float32), 0.0)
+    message = self.uplink.encode(delta, weight, keylib.stage_key(ckey, keylib.PRIVATIZE))
+    message = jax.tree.map(lambda m: jnp.where(valid, m, jnp.zeros_like(m)), message)
+    vf = valid.astype(jnp.float32)
+    summed = {"message": message, "loss_sum": loss_sum * vf, "correct": correct * vf,
+              "count": count * vf}
+    kept = {"train_loss": loss_sum / jnp.maximum(count, 1.0), "weight": weight}
+    return summed, kept
+
+  def apply(self, state: ServerState, population: ClientData, cohort: Cohort,
+            base_key: jax.Array | None = None):
+    """Runs one round for a given cohort; returns `(new_state, metrics)`."""
+    population = jax.tree.map(jnp.asarray, population)
+    total, per_client = sharded_map_reduce(
+        self.client_update, (state.params, population), tuple(cohort),
+        chunk_size=self.chunk_size, mesh=self.mesh)
+    rnd = state.round + 1
+    skey = None if base_key is None else keylib.server_key(
+        keylib.round_key(base_key, rnd), keylib.SERVER_NOISE)
+    mean_update = self.uplink.decode(total["message"], skey)
+    neg = jax.tree.map(jnp.negative, mean_update)
+    updates, opt_state = self.server_optimizer.update(neg, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    count = jnp.maximum(total["count"], 1.0)
+    metrics = {
+        "train_loss": total["loss_sum"] / count,
+        "train_accuracy": total["correct"] / count,
+        "client_train_loss": per_client["train_loss"],
+        "client_weight": per_client["weight"],
+        "client_ids": cohort.client_ids,
+    }
+    return ServerState(params, opt_state, rnd), metrics
+
+  def run_round(self, state: ServerState, population: ClientData, base_key: jax.Array):
+    """Samples the cohort of round `state.round + 1` and runs it."""
+    cohort = self.sample_cohort(base_key, state.round + 1, population.mask.shape[0])
+    return self.apply(state, population, cohort, base_key)

@@ -1,0 +1,49 @@
+"""Keys are counters: every random choice in a run is a pure function of (seed, round,
+client, stage), so the same seed reproduces a run bit for bit and no two stages ever
+share randomness.
+
+    base = PRNGKey(seed)
+    init_key(base)                      -> the initial model
+    round_key(base, r)                  -> everything in round r
+    server_key(round_key, purpose)      -> the server's draws (client sampling, noise)
+    client_key(round_key, client_id)    -> one client's draws in that round
+    stage_key(client_key, stage)        -> one stage of that client (shuffle, mask, ...)
+"""
+from __future__ import annotations
+
+import jax
+
+_ROUNDS, _INIT = 0, 1
+_CLIENTS, _SERVER = 0, 1
+
+# Server purposes.
+SAMPLE_CLIENTS = 0
+SERVER_NOISE = 1
+# Client stages. Privatizer chains fold their own stage index in on top of PRIVATIZE.
+SHUFFLE = 0
+PRIVATIZE = 1
+PROXY = 2
+
+
+def base_key(seed: int) -> jax.Array:
+  return jax.random.key(seed)
+
+
+def init_key(base: jax.Array) -> jax.Array:
+  return jax.random.fold_in(base, _INIT)
+
+
+def round_key(base: jax.Array, rnd) -> jax.Array:
+  return jax.random.fold_in(jax.random.fold_in(base, _ROUNDS), rnd)
+
+
+def client_key(rkey: jax.Array, client_id) -> jax.Array:
+  return jax.random.fold_in(jax.random.fold_in(rkey, _CLIENTS), client_id)
+
+
+def server_key(rkey: jax.Array, purpose: int) -> jax.Array:
+  return jax.random.fold_in(jax.random.fold_in(rkey, _SERVER), purpose)
+
+
+def stage_key(ckey: jax.Array, stage: int) -> jax.Array:
+  return jax.random.fold_in(ckey, stage)

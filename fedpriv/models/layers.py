@@ -1,0 +1,62 @@
+"""Layers written for speed under `vmap` + `lax.scan` on XLA:CPU.
+
+XLA:CPU runs a convolution's weight gradient inside a while loop (our local training
+scan) through a slow generic emitter, and under `vmap` the convolution becomes a grouped
+convolution with no fast path at all (see docs/results/performance.md). Writing the
+convolution as an explicit im2col (pad, k*k static slices, concat) followed by one
+matmul gives XLA only slices and dots, which it fuses and batches well, on CPU and GPU.
+Max-pooling by reshape + max avoids `reduce_window`, whose gradient
+(select-and-scatter) is slow in loops too.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def im2col(x: jax.Array, kernel_size: int) -> jax.Array:
+  """`[B, H, W, C] -> [B, H, W, k*k*C]` patches for a SAME, stride-1 convolution.
+
+  The patch features are ordered (kh, kw, C), the row-major flattening of an HWIO
+  kernel's first three axes, so `im2col(x, k) @ kernel.reshape(-1, O)` equals
+  `lax.conv_general_dilated(x, kernel, (1, 1), "SAME", ("NHWC", "HWIO", "NHWC"))`.
+  """
+  if kernel_size % 2 != 1:
+    raise ValueError(f"im2col supports odd kernel sizes only, got {kernel_size}")
+  _, h, w, _ = x.shape
+  r = kernel_size // 2
+  xp = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
+  taps = [xp[:, i:i + h, j:j + w, :] for i in range(kernel_size) for j in range(kernel_size)]
+  return jnp.concatenate(taps, axis=-1)
+
+
+class PatchConv(nn.Module):
+  """A SAME, stride-1 2-D convolution computed as im2col + matmul.
+
+  Parameters are named and shaped like `flax.linen.Conv` (`kernel` HWIO, `bias`), so
+  checkpoints and initializations move freely between the two.
+  """
+  features: int
+  kernel_size: int = 5
+  kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
+  bias_init: Callable[..., Any] = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, cin = self.kernel_size, x.shape[-1]
+    kernel = self.param("kernel", self.kernel_init, (k, k, cin, self.features))
+    bias = self.param("bias", self.bias_init, (self.features,))
+    patches = im2col(x, k)
+    y = jnp.einsum("bhwp,po->bhwo", patches, kernel.reshape(k * k * cin, self.features))
+    return y + bias
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """2x2 max-pooling with stride 2 by reshape (H and W must be even)."""
+  b, h, w, c = x.shape
+  if h % 2 or w % 2:
+    raise ValueError(f"max_pool_2x2 needs even spatial dims, got {h}x{w}")
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))

@@ -1,0 +1,47 @@
+"""Fashion-MNIST presets.
+
+    --config=launch/configs/fashion_mnist.py            (= :fedavg)
+    --config=launch/configs/fashion_mnist.py:fedavg     the pinned benchmark workload
+    --config=launch/configs/fashion_mnist.py:fedadam    FedAdam server, Dirichlet(0.5) skew
+"""
+import ml_collections
+
+
+def get_config(preset: str = "fedavg") -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # The workload of the benchmark: 100 IID clients of 600 examples, 10 per round,
+  # one local epoch of SGD with batch 20 (30 steps), the CNN of McMahan et al.
+  c.dataset = "fashion_mnist"
+  c.model = "cnn"
+  c.partition = "iid"
+  c.dirichlet_alpha = 0.5
+  c.num_clients = 100
+  c.clients_per_round = 10
+  c.rounds = 20
+  c.local_epochs = 1
+  c.batch_size = 20
+  c.learning_rate = 0.1
+  c.client_optimizer = "sgd"
+  c.client_momentum = 0.9
+  c.weight_decay = 0.0
+  c.server_optimizer = "sgd"
+  c.server_learning_rate = 1.0
+  c.seed = 0
+  c.eval_every = 1
+  c.eval_batch_size = 1000
+  c.chunk_size = 2
+  c.unroll = 5
+  c.num_devices = 0
+  c.max_examples_per_client = 0
+  c.data_dir = ""
+  c.train_limit = 0
+  c.test_limit = 0
+  if preset == "fedavg":
+    pass
+  elif preset == "fedadam":
+    c.partition = "dirichlet"
+    c.server_optimizer = "adam"
+    c.server_learning_rate = 0.01
+  else:
+    raise ValueError(f"unknown fashion_mnist preset {preset!r}; use fedavg or fedadam")
+  return c

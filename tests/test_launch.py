@@ -1,0 +1,69 @@
+"""The launch script end to end on tiny settings, and its refusal of bad input."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, requires_fmnist
+
+TINY_FMNIST = ["--config.num_clients=4", "--config.clients_per_round=2",
+               "--config.rounds=2", "--config.train_limit=200", "--config.test_limit=100",
+               "--config.eval_batch_size=50", "--config.batch_size=10"]
+
+
+def launch(*args, timeout=600):
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  return subprocess.run([sys.executable, "-m", "launch.train", *args], cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+@requires_fmnist
+def test_fashion_mnist_two_rounds_end_to_end(tmp_path):
+  workdir = tmp_path / "run"
+  r = launch("--config=launch/configs/fashion_mnist.py", f"--workdir={workdir}", *TINY_FMNIST)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "round    2/2" in r.stdout and "test accuracy" in r.stdout
+  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [l["round"] for l in lines] == [1, 2]
+  for l in lines:
+    assert {"round", "test_accuracy", "test_loss", "seconds"} <= set(l)
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["rounds"] == 2
+  assert summary["uplink_bits_per_param"] == 32 and summary["downlink_bits_per_param"] == 32
+  assert 0.0 <= summary["test_accuracy"] <= 1.0 and summary["seconds_per_round"] > 0
+
+
+def test_shakespeare_two_rounds_end_to_end(tmp_path):
+  workdir = tmp_path / "run"
+  r = launch("--config=launch/configs/shakespeare.py:transformer", f"--workdir={workdir}",
+             "--config.num_clients=6", "--config.clients_per_round=2", "--config.rounds=2",
+             "--config.max_examples_per_client=4", "--config.test_limit=40",
+             "--config.eval_every=1", "--config.seq_len=20", "--config.min_chars=20000")
+  assert r.returncode == 0, r.stderr[-3000:]
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["model"] == "transformer" and summary["num_clients"] == 6
+  assert len((workdir / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--config.rounds=0"], "config.rounds: must be >= 1"),
+    (["--config.clients_per_round=500"], "config.clients_per_round"),
+    (["--config.rounds=abc"], "rounds"),
+    (["--config.no_such_option=1"], "no_such_option"),
+    (["--config.dataset=tfds:no_such_dataset_xyz"], "config.dataset"),
+])
+def test_bad_values_exit_2_with_one_line_and_write_nothing(tmp_path, args, needle):
+  workdir = tmp_path / "never"
+  r = launch("--config=launch/configs/fashion_mnist.py", f"--workdir={workdir}", *args)
+  assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+  err = [l for l in r.stderr.splitlines() if l.strip()]
+  assert len(err) == 1 and needle in err[0], r.stderr
+  assert "Traceback" not in r.stderr
+  assert not workdir.exists()
+
+
+def test_unknown_preset_is_refused(tmp_path):
+  r = launch("--config=launch/configs/fashion_mnist.py:nope", f"--workdir={tmp_path}/w")
+  assert r.returncode == 2 and "nope" in r.stderr and "Traceback" not in r.stderr
