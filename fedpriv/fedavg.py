@@ -55,27 +55,71 @@ class Cohort(NamedTuple):
   batches: Any = None
 
 
+class ClientModel(NamedTuple):
+  """What a client receives from the downlink.
+
+  Attributes:
+    params: the model the client trains from.
+    visible: optional pytree of 0/1 arrays shaped like `params`: the coordinates the
+      client holds. Local training never changes the others (they stay as received,
+      e.g. zero for FedQSN-masked units). None means everything is visible.
+  """
+  params: Any
+  visible: Any = None
+
+
+class ClientResult(NamedTuple):
+  """What the uplink encodes for one client.
+
+  Attributes:
+    start: the params the client received (`ClientModel.params`).
+    trained: the params after local training.
+    visible: as in `ClientModel`.
+    weight: the client's example count (0 for cohort padding).
+  """
+  start: Any
+  trained: Any
+  visible: Any
+  weight: jax.Array
+
+  @property
+  def delta(self):
+    return jax.tree.map(jnp.subtract, self.trained, self.start)
+
+
 class PlainDownlink:
   """Every client receives the global model itself (plain FedAvg)."""
   bits_per_param = 32.0
 
-  def client_model(self, params, key):
+  def client_model(self, params, key) -> ClientModel:
     del key
-    return params
+    return ClientModel(params)
 
 
 class PlainUplink:
   """Clients send their example-weighted float32 delta; the server takes the mean."""
   bits_per_param = 32.0
 
-  def encode(self, delta, weight, key):
+  def encode(self, result: ClientResult, key):
     del key
-    return {"delta": jax.tree.map(lambda d: weight * d, delta), "weight": weight}
+    w = result.weight
+    return {"delta": jax.tree.map(lambda d: w * d, result.delta), "weight": w}
 
-  def decode(self, total, key):
-    del key
+  def decode(self, total, params, key):
+    """Returns the mean update: the server optimizer applies its negation as a gradient."""
+    del params, key
     denom = jnp.maximum(total["weight"], 1e-12)
     return jax.tree.map(lambda s: s / denom, total["delta"])
+
+
+def freeze_invisible(visible) -> optax.GradientTransformation:
+  """Zeroes updates outside `visible`, so hidden coordinates keep their received value."""
+
+  def update(updates, state, params=None):
+    del params
+    return jax.tree.map(lambda u, v: u * v.astype(u.dtype), updates, visible), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,12 +187,15 @@ class FedAvg:
     if batches is None:
       batches = client_batches(keylib.stage_key(ckey, keylib.SHUFFLE), mask,
                                self.local_epochs, self.batch_size)
-    start = self.downlink.client_model(params, keylib.stage_key(ckey, keylib.PROXY))
+    received = self.downlink.client_model(params, keylib.stage_key(ckey, keylib.PROXY))
+    optimizer = self.client_optimizer
+    if received.visible is not None:
+      optimizer = optax.chain(optimizer, freeze_invisible(received.visible))
     trained, (loss_sum, correct, count) = local_train(
-        self.task, self.client_optimizer, start, x, y, *batches, unroll=self.unroll)
-    delta = jax.tree.map(jnp.subtract, trained, start)
+        self.task, optimizer, received.params, x, y, *batches, unroll=self.unroll)
     weight = jnp.where(valid, mask.sum().astype(jnp.float32), 0.0)
-    message = self.uplink.encode(delta, weight, keylib.stage_key(ckey, keylib.PRIVATIZE))
+    result = ClientResult(received.params, trained, received.visible, weight)
+    message = self.uplink.encode(result, keylib.stage_key(ckey, keylib.PRIVATIZE))
     message = jax.tree.map(lambda m: jnp.where(valid, m, jnp.zeros_like(m)), message)
     vf = valid.astype(jnp.float32)
     summed = {"message": message, "loss_sum": loss_sum * vf, "correct": correct * vf,
@@ -166,7 +213,7 @@ class FedAvg:
     rnd = state.round + 1
     skey = None if base_key is None else keylib.server_key(
         keylib.round_key(base_key, rnd), keylib.SERVER_NOISE)
-    mean_update = self.uplink.decode(total["message"], skey)
+    mean_update = self.uplink.decode(total["message"], state.params, skey)
     neg = jax.tree.map(jnp.negative, mean_update)
     updates, opt_state = self.server_optimizer.update(neg, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

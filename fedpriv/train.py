@@ -33,10 +33,29 @@ from fedpriv.models.registry import Task, make_task
 
 @dataclasses.dataclass
 class Experiment:
+  """Everything a run needs.
+
+  `hooks` are objects with optional methods, called by `run`:
+    `on_start(exp, params) -> params`: may replace the initial model (e.g. a
+      server-pretrained one); called before compilation.
+    `on_round(exp, state, metrics, rnd, evaluated) -> dict`: extra flat metrics for
+      the round's record (written to metrics.jsonl on evaluated rounds).
+    `on_end(exp, state) -> dict`: extra keys for summary.json (may override defaults,
+      e.g. measured bits per parameter).
+  """
   cfg: Config
   data: FederatedDataset
   task: Task
   algorithm: FedAvg
+  hooks: list = dataclasses.field(default_factory=list)
+
+  def call_hooks(self, method: str, *args) -> dict:
+    out = {}
+    for hook in self.hooks:
+      fn = getattr(hook, method, None)
+      if fn is not None:
+        out.update(fn(self, *args) or {})
+    return out
 
 
 def build(cfg: Config) -> Experiment:
@@ -114,6 +133,9 @@ def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[s
   base = keylib.base_key(cfg.seed)
   t_start = time.perf_counter()
   params = task.init(keylib.init_key(base))
+  for hook in exp.hooks:
+    if hasattr(hook, "on_start"):
+      params = hook.on_start(exp, params)
   n_params = num_params(params)
   population = _put(data.train, algo.mesh)
   test = _put(batch_eval_data(data.test, cfg.eval_batch_size), algo.mesh)
@@ -140,7 +162,9 @@ def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[s
       log(f"round {rnd}: training loss is {train_loss}; stopping")
     evaluate_now = rnd % cfg.eval_every == 0 or rnd == cfg.rounds or not np.isfinite(
         train_loss)
-    line = f"round {rnd:4d}/{cfg.rounds}  train_loss {train_loss:.4f}"
+    line = (f"round {rnd:4d}/{cfg.rounds}  train_loss {train_loss:.4f}  "
+            f"train_acc {float(m['train_accuracy']):.4f}")
+    extra = exp.call_hooks("on_round", state, m, rnd, evaluate_now)
     if evaluate_now:
       ev = compiled_eval(state.params, test)
       last_eval = {"test_accuracy": float(ev["accuracy"]), "test_loss": float(ev["loss"])}
@@ -148,7 +172,7 @@ def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[s
                f"test_acc {last_eval['test_accuracy']:.4f}")
       record = {"round": rnd, **last_eval, "train_loss": train_loss,
                 "train_accuracy": float(m["train_accuracy"]), "seconds": seconds,
-                "elapsed": time.perf_counter() - t_start}
+                "elapsed": time.perf_counter() - t_start, **extra}
       if writer:
         writer.metrics(record)
     log(line + f"  {seconds:.2f}s")
@@ -171,6 +195,7 @@ def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[s
       "data_info": data.info,
       "config": cfg.to_dict(),
   }
+  summary.update(exp.call_hooks("on_end", state))
   if writer:
     writer.summary(summary)
   log(results_table(summary))

@@ -172,3 +172,44 @@ def test_local_training_reduces_loss_on_a_learnable_task(epochs):
     state, m = fn(state, pop, keylib.base_key(0))
     losses.append(float(m["train_loss"]))
   assert losses[-1] < 0.6 * losses[0]
+
+
+class _HalfVisibleDownlink:
+  """Hides the first hidden unit's column (and zeroes it), like a FedQSN mask."""
+  bits_per_param = 32.0
+
+  def client_model(self, params, key):
+    from fedpriv.fedavg import ClientModel
+    visible = jax.tree.map(jnp.ones_like, params)
+    visible["hidden"]["kernel"] = visible["hidden"]["kernel"].at[:, 0].set(0.0)
+    visible["hidden"]["bias"] = visible["hidden"]["bias"].at[0].set(0.0)
+    proxy = jax.tree.map(jnp.multiply, params, visible)
+    return ClientModel(proxy, visible)
+
+
+def test_invisible_coordinates_stay_as_received_through_local_training():
+  from fedpriv.fedavg import ClientResult
+
+  seen = {}
+
+  class RecordingUplink:
+    bits_per_param = 32.0
+
+    def encode(self, result: ClientResult, key):
+      return {"trained": result.trained, "start": result.start}
+
+    def decode(self, total, params, key):
+      seen.update(total)
+      return jax.tree.map(jnp.zeros_like, params)
+
+  pop = jax.tree.map(jnp.asarray, tiny_population([8, 8], seed=8))
+  algo = make_algo(cohort=1, chunk=1, epochs=3, downlink=_HalfVisibleDownlink(),
+                   uplink=RecordingUplink(), server=optax.sgd(1.0))
+  state = algo.init(algo.task.init(jax.random.key(0)))
+  algo.run_round(state, pop, keylib.base_key(0))
+  trained, start = seen["trained"], seen["start"]
+  np.testing.assert_array_equal(trained["hidden"]["kernel"][:, 0], 0.0)
+  assert float(trained["hidden"]["bias"][0]) == 0.0
+  # Everything visible did train.
+  assert float(jnp.abs(trained["hidden"]["kernel"][:, 1:] -
+                       start["hidden"]["kernel"][:, 1:]).max()) > 1e-4
