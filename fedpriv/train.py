@@ -97,6 +97,20 @@ def _put(tree, mesh):
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
+def fetch(x) -> np.ndarray:
+  """A device value as numpy, also when it spans several processes (replicated)."""
+  if getattr(x, "is_fully_addressable", True):
+    return np.asarray(x)
+  return np.asarray(x.addressable_data(0))
+
+
+def params_fingerprint(params) -> dict:
+  """Order-independent statistics of a model, to compare runs without saving them."""
+  leaves = [fetch(p).astype(np.float64) for p in jax.tree.leaves(params)]
+  return {"params_sum": float(sum(l.sum() for l in leaves)),
+          "params_l2": float(np.sqrt(sum((l * l).sum() for l in leaves)))}
+
+
 def _jsonable(metrics: dict) -> dict:
   out = {}
   for k, v in metrics.items():
@@ -129,7 +143,12 @@ class _Writer:
 def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[str, Any]:
   """Trains for `cfg.rounds` rounds; returns (and writes) the summary."""
   cfg, algo, task, data = exp.cfg, exp.algorithm, exp.task, exp.data
-  writer = _Writer(pathlib.Path(workdir)) if workdir is not None else None
+  # With several processes (jax.distributed) every process runs the same program on
+  # its share of the cohort; only process 0 writes and prints.
+  lead = jax.process_index() == 0
+  writer = _Writer(pathlib.Path(workdir)) if workdir is not None and lead else None
+  if not lead:
+    log = lambda *a, **k: None
   base = keylib.base_key(cfg.seed)
   t_start = time.perf_counter()
   params = task.init(keylib.init_key(base))
@@ -155,7 +174,7 @@ def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[s
   for rnd in range(1, cfg.rounds + 1):
     t0 = time.perf_counter()
     state, m = compiled_round(state, population, base)
-    train_loss = float(m["train_loss"])  # blocks until the round is done
+    train_loss = float(fetch(m["train_loss"]))  # blocks until the round is done
     seconds = time.perf_counter() - t0
     round_times.append(seconds)
     if not np.isfinite(train_loss):
@@ -163,15 +182,16 @@ def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[s
     evaluate_now = rnd % cfg.eval_every == 0 or rnd == cfg.rounds or not np.isfinite(
         train_loss)
     line = (f"round {rnd:4d}/{cfg.rounds}  train_loss {train_loss:.4f}  "
-            f"train_acc {float(m['train_accuracy']):.4f}")
+            f"train_acc {float(fetch(m['train_accuracy'])):.4f}")
     extra = exp.call_hooks("on_round", state, m, rnd, evaluate_now)
     if evaluate_now:
       ev = compiled_eval(state.params, test)
-      last_eval = {"test_accuracy": float(ev["accuracy"]), "test_loss": float(ev["loss"])}
+      last_eval = {"test_accuracy": float(fetch(ev["accuracy"])),
+                   "test_loss": float(fetch(ev["loss"]))}
       line += (f"  test_loss {last_eval['test_loss']:.4f}  "
                f"test_acc {last_eval['test_accuracy']:.4f}")
       record = {"round": rnd, **last_eval, "train_loss": train_loss,
-                "train_accuracy": float(m["train_accuracy"]), "seconds": seconds,
+                "train_accuracy": float(fetch(m["train_accuracy"])), "seconds": seconds,
                 "elapsed": time.perf_counter() - t_start, **extra}
       if writer:
         writer.metrics(record)
@@ -189,6 +209,9 @@ def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[s
       "uplink_bits_per_param": float(algo.uplink.bits_per_param),
       "downlink_bits_per_param": float(algo.downlink.bits_per_param),
       "num_params": n_params,
+      **params_fingerprint(state.params),
+      "processes": jax.process_count(),
+      "devices": algo.num_devices,
       "num_clients": data.train.num_clients,
       "dataset": data.name,
       "model": cfg.model,

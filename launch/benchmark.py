@@ -1,0 +1,250 @@
+"""Speed benchmark on the pinned workload (see launch/workload.py).
+
+    python -m launch.benchmark                        # all sections, a table at the end
+    python -m launch.benchmark --sections=fedavg,ceiling_seq --rounds=5 --out=bench.json
+
+Each measurement runs in its own subprocess (so its peak memory is its own and XLA
+flags can differ), one after another, and the ratios printed at the end compare
+measurements of this one invocation: the machine is shared and noisy, so compare
+ratios within a run, never absolute times across runs.
+
+Sections:
+  fedavg        fedpriv's FedAvg round: 10 clients vmapped in chunks, lax.scan of local
+                SGD steps, weighted sum; the pinned batches and init; round 1 is warm-up.
+  ceiling_seq   the same number of SGD steps (300 x batch 20) of ONE model in a single
+                lax.scan, batches pre-gathered: no clients, no aggregation.
+  ceiling_vmap  10 independent models x 30 steps vmapped in the same chunks, batches
+                pre-gathered, no aggregation: the federated round minus federated work.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+_SECTIONS = flags.DEFINE_list("sections", ["fedavg", "ceiling_seq", "ceiling_vmap"],
+                              "Measurements to run, in order.")
+_ROUNDS = flags.DEFINE_integer("rounds", 5, "Rounds per measurement (first is warm-up).")
+_CHUNK = flags.DEFINE_integer("chunk_size", 2, "Clients vmapped together.")
+_UNROLL = flags.DEFINE_integer("unroll", 5, "Unroll of the local-step scan.")
+_EVAL = flags.DEFINE_bool("eval", False, "Also report test accuracy after the rounds.")
+_OUT = flags.DEFINE_string("out", "", "Write all results as JSON here.")
+_ONE = flags.DEFINE_string("one", "", "Internal: run one section in this process.")
+
+EXAMPLES_PER_ROUND = 6000
+
+
+def _peak_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _setup():
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from fedpriv.data import fashion_mnist, pack_clients  # pylint: disable=import-outside-toplevel
+  from fedpriv.models import make_task  # pylint: disable=import-outside-toplevel
+  from launch import workload  # pylint: disable=import-outside-toplevel
+
+  x, y = fashion_mnist.load("train")
+  population = pack_clients(x, y, workload.partition())
+  task = make_task("cnn", "classification", 10, (28, 28, 1))
+  params = jax.tree.map(jnp.asarray, workload.initial_params())
+  return jax, jnp, np, workload, task, params, population
+
+
+def _time_rounds(step, state, inputs_for_round, rounds):
+  import jax  # pylint: disable=import-outside-toplevel
+  times, losses = [], []
+  for rnd in range(1, rounds + 1):
+    inputs = inputs_for_round(rnd)
+    t0 = time.perf_counter()
+    state, loss = step(state, *inputs)
+    jax.block_until_ready(state)
+    times.append(time.perf_counter() - t0)
+    losses.append(float(loss))
+  return state, times, losses
+
+
+def _result(name, times, compile_s, losses=None, **extra):
+  timed = times[1:] or times
+  med = statistics.median(timed)
+  out = {"section": name, "rounds": len(times), "sec_per_round_median": med,
+         "sec_per_round_min": min(timed), "sec_per_round_max": max(timed),
+         "examples_per_sec": EXAMPLES_PER_ROUND / med, "compile_s": compile_s,
+         "peak_rss_mb": _peak_mb(), "round_s": times}
+  if losses is not None:
+    out["train_loss"] = losses
+  out.update(extra)
+  return out
+
+
+def run_fedavg(rounds, chunk, unroll, evaluate):
+  jax, jnp, np, workload, task, params, population = _setup()
+  import optax  # pylint: disable=import-outside-toplevel
+  from fedpriv import keys as keylib  # pylint: disable=import-outside-toplevel
+  from fedpriv.fedavg import FedAvg  # pylint: disable=import-outside-toplevel
+
+  algo = FedAvg(task=task, client_optimizer=optax.sgd(workload.LR),
+                server_optimizer=optax.sgd(1.0), clients_per_round=workload.CLIENTS_PER_ROUND,
+                local_epochs=1, batch_size=workload.BATCH, chunk_size=chunk, unroll=unroll)
+  pop = jax.tree.map(jnp.asarray, population)
+  base = keylib.base_key(workload.SEED)
+
+  def step(state, ids, positions, rnd):
+    valid = jnp.ones(positions.shape, bool)
+    cohort = algo.pad_cohort(ids, keylib.round_key(base, rnd), batches=(positions, valid))
+    state, m = algo.apply(state, pop, cohort)
+    return state, m["train_loss"]
+
+  def inputs(rnd):
+    ids, pos = workload.round_schedule(rnd)
+    return jnp.asarray(ids), jnp.asarray(pos), jnp.asarray(rnd, jnp.int32)
+
+  state = algo.init(params)
+  t0 = time.perf_counter()
+  compiled = jax.jit(step, donate_argnums=0).lower(state, *inputs(1)).compile()
+  compile_s = time.perf_counter() - t0
+  state, times, losses = _time_rounds(compiled, state, inputs, rounds)
+  extra = {"chunk_size": chunk, "unroll": unroll}
+  if evaluate:
+    from fedpriv.data import fashion_mnist, stack_eval  # pylint: disable=import-outside-toplevel
+    from fedpriv.evaluate import batch_eval_data, evaluate as ev  # pylint: disable=import-outside-toplevel
+    xt, yt = fashion_mnist.load("test")
+    test = jax.tree.map(jnp.asarray, batch_eval_data(stack_eval(xt, yt), 250))
+    extra["test_acc"] = float(jax.jit(lambda p, t: ev(task, p, t))(state.params, test)
+                              ["accuracy"])
+  return _result("fedavg", times, compile_s, losses, **extra)
+
+
+def _sgd_scan(task, jax, jnp, unroll):
+  from jax import lax  # pylint: disable=import-outside-toplevel
+
+  def train(params, xb, yb):
+    ones = jnp.ones(xb.shape[1], bool)
+
+    def sgd_step(p, batch):
+      g, _ = jax.grad(task.mean_loss, has_aux=True)(p, batch[0], batch[1], ones)
+      return jax.tree.map(lambda a, b: a - 0.05 * b, p, g), None
+
+    return lax.scan(sgd_step, params, (xb, yb), unroll=unroll)[0]
+
+  return train
+
+
+def run_ceiling_seq(rounds, chunk, unroll):
+  del chunk
+  jax, jnp, np, workload, task, params, population = _setup()
+  train = _sgd_scan(task, jax, jnp, unroll)
+
+  def inputs(rnd):
+    ids, pos = workload.round_schedule(rnd)
+    xb = np.concatenate([population.x[c][pos[i]] for i, c in enumerate(ids)])
+    yb = np.concatenate([population.y[c][pos[i]] for i, c in enumerate(ids)])
+    return jnp.asarray(xb), jnp.asarray(yb)
+
+  def step(p, xb, yb):
+    p = train(p, xb, yb)
+    return p, jnp.zeros(())
+
+  t0 = time.perf_counter()
+  compiled = jax.jit(step, donate_argnums=0).lower(params, *inputs(1)).compile()
+  compile_s = time.perf_counter() - t0
+  _, times, _ = _time_rounds(compiled, params, inputs, rounds)
+  return _result("ceiling_seq", times, compile_s, unroll=unroll)
+
+
+def run_ceiling_vmap(rounds, chunk, unroll):
+  jax, jnp, np, workload, task, params, population = _setup()
+  from jax import lax  # pylint: disable=import-outside-toplevel
+  train = _sgd_scan(task, jax, jnp, unroll)
+
+  def inputs(rnd):
+    ids, pos = workload.round_schedule(rnd)
+    xb = np.stack([population.x[c][pos[i]] for i, c in enumerate(ids)])
+    yb = np.stack([population.y[c][pos[i]] for i, c in enumerate(ids)])
+    return jnp.asarray(xb), jnp.asarray(yb)
+
+  def step(p, xb, yb):
+    out = lax.map(lambda b: train(p, b[0], b[1]), (xb, yb), batch_size=chunk)
+    return jax.tree.map(lambda a: a[0], out), jnp.zeros(())
+
+  t0 = time.perf_counter()
+  compiled = jax.jit(step).lower(params, *inputs(1)).compile()
+  compile_s = time.perf_counter() - t0
+  _, times, _ = _time_rounds(compiled, params, inputs, rounds)
+  return _result("ceiling_vmap", times, compile_s, chunk_size=chunk, unroll=unroll)
+
+
+SECTIONS = {
+    "fedavg": lambda: run_fedavg(_ROUNDS.value, _CHUNK.value, _UNROLL.value, _EVAL.value),
+    "ceiling_seq": lambda: run_ceiling_seq(_ROUNDS.value, _CHUNK.value, _UNROLL.value),
+    "ceiling_vmap": lambda: run_ceiling_vmap(_ROUNDS.value, _CHUNK.value, _UNROLL.value),
+}
+
+
+def _run_subprocess(section: str) -> dict:
+  argv = [sys.executable, "-m", "launch.benchmark", f"--one={section}",
+          f"--rounds={_ROUNDS.value}", f"--chunk_size={_CHUNK.value}",
+          f"--unroll={_UNROLL.value}", f"--eval={_EVAL.value}"]
+  proc = subprocess.run(argv, capture_output=True, text=True,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+  if proc.returncode or not lines:
+    raise RuntimeError(f"benchmark section {section} failed:\n{proc.stderr[-3000:]}")
+  return json.loads(lines[-1])
+
+
+def _table(results: list[dict]) -> str:
+  head = ("| section | s/round (median) | examples/s | compile s | peak MB |\n"
+          "|---|---|---|---|---|")
+  rows = [f"| {r['section']} | {r['sec_per_round_median']:.3f} | "
+          f"{r['examples_per_sec']:.0f} | {r['compile_s']:.1f} | {r['peak_rss_mb']:.0f} |"
+          for r in results]
+  return "\n".join([head] + rows)
+
+
+def main(argv):
+  del argv
+  if _ONE.value:
+    if _ONE.value not in SECTIONS:
+      raise app.UsageError(f"unknown section {_ONE.value!r}; known: {sorted(SECTIONS)}")
+    print(json.dumps(SECTIONS[_ONE.value]()), flush=True)
+    return
+  unknown = [s for s in _SECTIONS.value if s not in SECTIONS]
+  if unknown:
+    raise app.UsageError(f"unknown sections {unknown}; known: {sorted(SECTIONS)}")
+  results = []
+  for section in _SECTIONS.value:
+    print(f"running {section} ...", flush=True)
+    r = _run_subprocess(section)
+    results.append(r)
+    print(f"  {section}: {r['sec_per_round_median']:.3f} s/round, "
+          f"{r['examples_per_sec']:.0f} examples/s, compile {r['compile_s']:.1f} s, "
+          f"peak {r['peak_rss_mb']:.0f} MB", flush=True)
+  print(_table(results))
+  by = {r["section"]: r for r in results}
+  if "fedavg" in by:
+    fed = by["fedavg"]
+    if "train_loss" in fed:
+      from launch.workload import REFERENCE_LOSSES  # pylint: disable=import-outside-toplevel
+      got = ", ".join(f"round {k}: {fed['train_loss'][k - 1]:.4f} (peers {v})"
+                      for k, v in REFERENCE_LOSSES.items() if k <= len(fed["train_loss"]))
+      print(f"loss cross-check: {got}")
+    ceilings = [by[c] for c in ("ceiling_seq", "ceiling_vmap") if c in by]
+    if ceilings:
+      best = max(c["examples_per_sec"] for c in ceilings)
+      print(f"fedavg / best ceiling = {fed['examples_per_sec'] / best:.2f}")
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      json.dump({"results": results, "argv": sys.argv[1:]}, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)
