@@ -15,6 +15,7 @@ DATASETS = ("fashion_mnist", "shakespeare")  # plus "tfds:<name>"
 MODELS = ("cnn", "lstm", "transformer")
 PARTITIONS = ("iid", "dirichlet", "natural")
 CLIENT_OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+CONV_IMPLS = ("auto", "im2col", "xla")
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam")
 
 
@@ -46,8 +47,10 @@ class Config:
   `server_optimizer` and `server_learning_rate` (sgd with 1.0 is FedAvg).
 
   Execution: `seed`, `eval_every`, `eval_batch_size`, `chunk_size` (clients vmapped at
-  once), `unroll` (local-step scan unroll), `num_devices` (0: no sharding; n: shard the
-  cohort over n devices).
+  once), `unroll` (local-step scan unroll), `conv_impl` ("auto", "im2col", "xla": the
+  CNN's convolution formulation; auto = "xla" when clients are not vmapped, i.e.
+  chunk_size 1, else "im2col"), `num_devices` (0: no sharding; n: shard the cohort over
+  n devices).
   """
   dataset: str = "fashion_mnist"
   model: str = "cnn"
@@ -67,8 +70,9 @@ class Config:
   seed: int = 0
   eval_every: int = 1
   eval_batch_size: int = 1000
-  chunk_size: int = 2
+  chunk_size: int = 1
   unroll: int = 5
+  conv_impl: str = "auto"
   num_devices: int = 0
   max_examples_per_client: int = 0
   data_dir: str = ""
@@ -107,6 +111,8 @@ class Config:
     for name in ("rounds", "local_epochs", "batch_size", "eval_every", "eval_batch_size",
                  "chunk_size", "unroll"):
       check(name, getattr(self, name) >= 1, f"must be >= 1, got {getattr(self, name)}")
+    check("conv_impl", self.conv_impl in CONV_IMPLS,
+          f"must be one of {CONV_IMPLS}, got {self.conv_impl!r}")
     check("learning_rate", self.learning_rate > 0, f"must be > 0, got {self.learning_rate}")
     check("client_optimizer", self.client_optimizer in CLIENT_OPTIMIZERS,
           f"must be one of {CLIENT_OPTIMIZERS}, got {self.client_optimizer!r}")
@@ -128,6 +134,12 @@ class Config:
   @classmethod
   def from_dict(cls, values: dict[str, Any], prefix: str = "") -> "Config":
     return _from_dict(cls, values, prefix)
+
+  @property
+  def resolved_conv_impl(self) -> str:
+    if self.conv_impl != "auto":
+      return self.conv_impl
+    return "xla" if self.chunk_size == 1 else "im2col"
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

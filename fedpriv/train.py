@@ -72,7 +72,8 @@ def build(cfg: Config) -> Experiment:
     mesh = client_mesh(cfg.num_devices)
   data = load_dataset(cfg)
   example_shape = tuple(data.train.x.shape[2:])
-  task = make_task(cfg.model, data.task, data.num_classes, example_shape)
+  task = make_task(cfg.model, data.task, data.num_classes, example_shape,
+                   conv_impl=cfg.resolved_conv_impl)
   algorithm = FedAvg(
       task=task,
       client_optimizer=optimizers.client_optimizer(cfg),

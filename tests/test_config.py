@@ -18,6 +18,7 @@ from fedpriv.config import Config, ConfigError
     ("rounds", True, "rounds: must be a int"),
     ("seed", -1, "seed: must be >= 0"),
     ("test_fraction", 1.0, r"test_fraction: must be in \(0, 1\)"),
+    ("conv_impl", "fft", "conv_impl: must be one of"),
 ])
 def test_bad_values_are_refused_with_the_option_named(option, value, match):
   with pytest.raises(ConfigError, match=match):
