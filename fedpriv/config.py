@@ -46,7 +46,8 @@ class Config:
   `learning_rate` and `client_optimizer` (+ `client_momentum`, `weight_decay`),
   `server_optimizer` and `server_learning_rate` (sgd with 1.0 is FedAvg).
 
-  Execution: `seed`, `eval_every`, `eval_batch_size`, `chunk_size` (clients vmapped at
+  Execution: `seed`, `eval_every`, `eval_batch_size`, `checkpoint_every` (rounds
+  between checkpoints; 0 = only at the end), `chunk_size` (clients vmapped at
   once), `unroll` (local-step scan unroll), `conv_impl` ("auto", "im2col", "xla": the
   CNN's convolution formulation; auto = "xla" when clients are not vmapped, i.e.
   chunk_size 1, else "im2col"), `num_devices` (0: no sharding; n: shard the cohort over
@@ -70,6 +71,7 @@ class Config:
   seed: int = 0
   eval_every: int = 1
   eval_batch_size: int = 1000
+  checkpoint_every: int = 5
   chunk_size: int = 1
   unroll: int = 5
   conv_impl: str = "auto"
@@ -124,7 +126,8 @@ class Config:
     check("server_learning_rate", self.server_learning_rate > 0,
           f"must be > 0, got {self.server_learning_rate}")
     check("seed", self.seed >= 0, f"must be >= 0, got {self.seed}")
-    for name in ("num_devices", "max_examples_per_client", "train_limit", "test_limit"):
+    for name in ("num_devices", "max_examples_per_client", "train_limit", "test_limit",
+                 "checkpoint_every"):
       check(name, getattr(self, name) >= 0, f"must be >= 0, got {getattr(self, name)}")
     check("seq_len", self.seq_len >= 2, f"must be >= 2, got {self.seq_len}")
     check("min_chars", self.min_chars >= 1, f"must be >= 1, got {self.min_chars}")

@@ -193,13 +193,20 @@ class FedAvg:
       optimizer = optax.chain(optimizer, freeze_invisible(received.visible))
     trained, (loss_sum, correct, count) = local_train(
         self.task, optimizer, received.params, x, y, *batches, unroll=self.unroll)
+    # A client whose model diverged (NaN/Inf) knows it and does not take part: its
+    # update would poison the sum, and with secure aggregation nobody could remove it.
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(t)) for t in jax.tree.leaves(trained)]))
+    dropped = valid & ~finite
+    valid = valid & finite
     weight = jnp.where(valid, mask.sum().astype(jnp.float32), 0.0)
     result = ClientResult(received.params, trained, received.visible, weight)
     message = self.uplink.encode(result, keylib.stage_key(ckey, keylib.PRIVATIZE))
     message = jax.tree.map(lambda m: jnp.where(valid, m, jnp.zeros_like(m)), message)
     vf = valid.astype(jnp.float32)
-    summed = {"message": message, "loss_sum": loss_sum * vf, "correct": correct * vf,
-              "count": count * vf}
+    zero_if_dropped = lambda v: jnp.where(valid, v, 0.0)
+    summed = {"message": message, "loss_sum": zero_if_dropped(loss_sum),
+              "correct": zero_if_dropped(correct), "count": count * vf,
+              "dropped_nonfinite": dropped.astype(jnp.int32)}
     kept = {"train_loss": loss_sum / jnp.maximum(count, 1.0), "weight": weight}
     return summed, kept
 
@@ -221,6 +228,7 @@ class FedAvg:
     metrics = {
         "train_loss": total["loss_sum"] / count,
         "train_accuracy": total["correct"] / count,
+        "clients_dropped_nonfinite": total["dropped_nonfinite"],
         "client_train_loss": per_client["train_loss"],
         "client_weight": per_client["weight"],
         "client_ids": cohort.client_ids,

@@ -15,6 +15,13 @@ Sections:
                 lax.scan, batches pre-gathered: no clients, no aggregation.
   ceiling_vmap  10 independent models x 30 steps vmapped in the same chunks, batches
                 pre-gathered, no aggregation: the federated round minus federated work.
+  scaling       FedAvg rounds with 10, 100, 1,000 and 5,000 clients per round from a
+                population of 6,000 clients of 10 examples (one local step of batch 10
+                each): seconds per round, peak memory, and the compiled round's working
+                memory (XLA's temp allocation), one subprocess per cohort size.
+  breakdown     where a round's time goes: compile vs run, and the run split into local
+                training (the clients' map alone), aggregation (the full round minus
+                that) and the server update, by timing nested variants of the round.
 """
 from __future__ import annotations
 
@@ -38,6 +45,11 @@ _UNROLL = flags.DEFINE_integer("unroll", 5, "Unroll of the local-step scan.")
 _EVAL = flags.DEFINE_bool("eval", False, "Also report test accuracy after the rounds.")
 _OUT = flags.DEFINE_string("out", "", "Write all results as JSON here.")
 _ONE = flags.DEFINE_string("one", "", "Internal: run one section in this process.")
+_COHORTS = flags.DEFINE_list("scaling_cohorts", ["10", "100", "1000", "5000"],
+                             "Clients per round for the scaling section.")
+_COHORT = flags.DEFINE_integer("cohort", 10, "Internal: cohort of one scaling run.")
+_SCALING_CHUNK = flags.DEFINE_integer("scaling_chunk", 10,
+                                      "Clients vmapped together in the scaling section.")
 
 EXAMPLES_PER_ROUND = 6000
 
@@ -199,15 +211,122 @@ def run_ceiling_vmap(rounds, chunk, unroll):
                  conv_impl=_impl(chunk))
 
 
+def run_scaling(cohort, chunk, unroll, rounds):
+  import jax  # pylint: disable=import-outside-toplevel
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  from fedpriv import keys as keylib  # pylint: disable=import-outside-toplevel
+  from fedpriv.data import fashion_mnist, pack_clients, partition  # pylint: disable=import-outside-toplevel
+  from fedpriv.fedavg import FedAvg  # pylint: disable=import-outside-toplevel
+  from fedpriv.models import make_task  # pylint: disable=import-outside-toplevel
+
+  x, y = fashion_mnist.load("train")
+  pop = jax.tree.map(jnp.asarray, pack_clients(x, y, partition.iid(len(x), 6000, 0)))
+  impl = _CONV.value if _CONV.value != "auto" else ("xla" if chunk == 1 else "im2col")
+  task = make_task("cnn", "classification", 10, (28, 28, 1), conv_impl=impl)
+  algo = FedAvg(task=task, client_optimizer=optax.sgd(0.05), server_optimizer=optax.sgd(1.0),
+                clients_per_round=cohort, local_epochs=1, batch_size=10,
+                chunk_size=min(chunk, cohort), unroll=unroll)
+  state = algo.init(task.init(jax.random.key(0)))
+  base = keylib.base_key(0)
+
+  def step(state, base):
+    state, m = algo.run_round(state, pop, base)
+    return state, m["train_loss"]
+
+  t0 = time.perf_counter()
+  compiled = jax.jit(step, donate_argnums=0).lower(state, base).compile()
+  compile_s = time.perf_counter() - t0
+  temp = compiled.memory_analysis().temp_size_in_bytes
+  _, times, _ = _time_rounds(compiled, state, lambda r: (base,), rounds)
+  out = _result(f"scaling_{cohort}", times, compile_s, cohort=cohort,
+                chunk_size=min(chunk, cohort), temp_mb=temp / 2**20)
+  out["examples_per_sec"] = cohort * 10 / out["sec_per_round_median"]
+  return out
+
+
+def run_breakdown(rounds, chunk, unroll):
+  """Times the full round and nested parts of it on the pinned workload."""
+  jax, jnp, np, workload, task, params, population = _setup(_impl(chunk))
+  import optax  # pylint: disable=import-outside-toplevel
+  from fedpriv import keys as keylib  # pylint: disable=import-outside-toplevel
+  from fedpriv.cohort import map_reduce  # pylint: disable=import-outside-toplevel
+  from fedpriv.fedavg import FedAvg  # pylint: disable=import-outside-toplevel
+  from fedpriv.local import local_train  # pylint: disable=import-outside-toplevel
+
+  algo = FedAvg(task=task, client_optimizer=optax.sgd(workload.LR),
+                server_optimizer=optax.sgd(1.0), clients_per_round=10, local_epochs=1,
+                batch_size=workload.BATCH, chunk_size=chunk, unroll=unroll)
+  pop = jax.tree.map(jnp.asarray, population)
+  base = keylib.base_key(workload.SEED)
+
+  def cohort_of(ids, pos, rnd):
+    return algo.pad_cohort(ids, keylib.round_key(base, rnd),
+                           batches=(pos, jnp.ones(pos.shape, bool)))
+
+  def full(state, ids, pos, rnd):
+    return algo.apply(state, pop, cohort_of(ids, pos, rnd))[0].params
+
+  def train_only(state, ids, pos, rnd):
+    # The clients' local training with nothing summed but the loss: no deltas, no
+    # weighting, no server step.
+    def one(shared, client):
+      cid, _, _, batches = client
+      trained, stats = local_train(task, algo.client_optimizer, shared, pop.x[cid],
+                                   pop.y[cid], *batches, unroll=unroll)
+      leaf = jax.tree.leaves(trained)[0]
+      return stats[0] + 0.0 * leaf.reshape(-1)[0], ()
+    c = cohort_of(ids, pos, rnd)
+    return map_reduce(one, state.params, tuple(c), chunk_size=chunk)[0]
+
+  def aggregate_only(state, ids, pos, rnd):
+    # Weighted sum of per-client deltas (fake trained models) and the server update.
+    def one(shared, client):
+      cid = client[0]
+      trained = jax.tree.map(lambda p: p + 1e-3 * cid.astype(p.dtype), shared)
+      w = jnp.float32(600.0)
+      return {"d": jax.tree.map(lambda t, p: w * (t - p), trained, shared), "w": w}, ()
+    c = cohort_of(ids, pos, rnd)
+    total, _ = map_reduce(one, state.params, tuple(c), chunk_size=chunk)
+    mean = jax.tree.map(lambda d: d / total["w"], total["d"])
+    updates, _ = algo.server_optimizer.update(jax.tree.map(jnp.negative, mean),
+                                              state.opt_state, state.params)
+    return optax.apply_updates(state.params, updates)
+
+  ids, pos = workload.round_schedule(1)
+  args = (jnp.asarray(ids), jnp.asarray(pos), jnp.asarray(1, jnp.int32))
+  state = algo.init(params)
+  out = {"section": "breakdown", "chunk_size": chunk, "unroll": unroll,
+         "conv_impl": _impl(chunk)}
+  for name, fn in (("full_round", full), ("local_training", train_only),
+                   ("aggregation_and_server", aggregate_only)):
+    t0 = time.perf_counter()
+    compiled = jax.jit(fn).lower(state, *args).compile()
+    out[f"{name}_compile_s"] = time.perf_counter() - t0
+    jax.block_until_ready(compiled(state, *args))
+    times = []
+    for _ in range(max(rounds - 1, 1)):
+      t0 = time.perf_counter()
+      jax.block_until_ready(compiled(state, *args))
+      times.append(time.perf_counter() - t0)
+    out[f"{name}_s"] = statistics.median(times)
+  out["peak_rss_mb"] = _peak_mb()
+  return out
+
+
 SECTIONS = {
     "fedavg": lambda: run_fedavg(_ROUNDS.value, _CHUNK.value, _UNROLL.value, _EVAL.value),
     "ceiling_seq": lambda: run_ceiling_seq(_ROUNDS.value, _CHUNK.value, _UNROLL.value),
     "ceiling_vmap": lambda: run_ceiling_vmap(_ROUNDS.value, _CHUNK.value, _UNROLL.value),
+    "scaling": lambda: run_scaling(_COHORT.value, _SCALING_CHUNK.value, 1,
+                                   max(_ROUNDS.value // 2, 2)),
+    "breakdown": lambda: run_breakdown(_ROUNDS.value, _CHUNK.value, _UNROLL.value),
 }
 
 
-def _run_subprocess(section: str) -> dict:
-  argv = [sys.executable, "-m", "launch.benchmark", f"--one={section}",
+def _run_subprocess(section: str, *extra: str) -> dict:
+  argv = [sys.executable, "-m", "launch.benchmark", f"--one={section}", *extra,
+          f"--scaling_chunk={_SCALING_CHUNK.value}",
           f"--rounds={_ROUNDS.value}", f"--chunk_size={_CHUNK.value}",
           f"--unroll={_UNROLL.value}", f"--eval={_EVAL.value}",
           f"--conv_impl={_CONV.value}"]
@@ -252,14 +371,23 @@ def main(argv):
   unknown = [s for s in _SECTIONS.value if s not in SECTIONS]
   if unknown:
     raise app.UsageError(f"unknown sections {unknown}; known: {sorted(SECTIONS)}")
-  results = []
+  results, extras = [], []
   for section in _SECTIONS.value:
-    print(f"running {section} ...", flush=True)
-    r = _run_subprocess(section)
-    results.append(r)
-    print(f"  {section}: {r['sec_per_round_median']:.3f} s/round, "
-          f"{r['examples_per_sec']:.0f} examples/s, compile {r['compile_s']:.1f} s, "
-          f"peak {r['peak_rss_mb']:.0f} MB", flush=True)
+    runs = ([("scaling", f"--cohort={c}") for c in _COHORTS.value] if section == "scaling"
+            else [(section,)])
+    for run in runs:
+      print(f"running {' '.join(run)} ...", flush=True)
+      r = _run_subprocess(*run)
+      if "sec_per_round_median" not in r:
+        extras.append(r)
+        print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in r.items()), flush=True)
+        continue
+      results.append(r)
+      print(f"  {r['section']}: {r['sec_per_round_median']:.3f} s/round, "
+            f"{r['examples_per_sec']:.0f} examples/s, compile {r['compile_s']:.1f} s, "
+            f"peak {r['peak_rss_mb']:.0f} MB"
+            + (f", temp {r['temp_mb']:.1f} MB" if "temp_mb" in r else ""), flush=True)
   print(_table(results))
   print(f"machine: {_machine()}")
   by = {r["section"]: r for r in results}
@@ -276,7 +404,8 @@ def main(argv):
       print(f"fedavg / best ceiling = {fed['examples_per_sec'] / best:.2f}")
   if _OUT.value:
     with open(_OUT.value, "w") as f:
-      json.dump({"results": results, "argv": sys.argv[1:]}, f, indent=1)
+      json.dump({"results": results + extras, "argv": sys.argv[1:], "machine": _machine()},
+              f, indent=1)
 
 
 if __name__ == "__main__":

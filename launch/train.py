@@ -69,7 +69,10 @@ def main(argv):
     experiment = train.build(cfg)
   except ConfigError as e:
     refuse(str(e))
-  train.run(experiment, _WORKDIR.value)
+  try:
+    train.run(experiment, _WORKDIR.value)
+  except train.WorkdirError as e:
+    refuse(str(e))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ def get_config(preset: str = "fedavg") -> ml_collections.ConfigDict:
   c.server_learning_rate = 1.0
   c.seed = 0
   c.eval_every = 1
+  c.checkpoint_every = 5
   c.eval_batch_size = 1000
   c.chunk_size = 1
   c.unroll = 5

@@ -25,6 +25,7 @@ def get_config(preset: str = "lstm") -> ml_collections.ConfigDict:
   c.server_learning_rate = 1.0
   c.seed = 0
   c.eval_every = 5
+  c.checkpoint_every = 5
   c.eval_batch_size = 500
   c.chunk_size = 1
   c.unroll = 1
