@@ -22,7 +22,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fedpriv import keys as keylib
-from fedpriv import optimizers
+from fedpriv import optimizers, plots
 from fedpriv.cohort import client_mesh
 from fedpriv.config import Config, ConfigError
 from fedpriv.data import FederatedDataset, load_dataset
@@ -310,6 +310,9 @@ def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[s
   summary.update(exp.call_hooks("on_end", state))
   if wd is not None:
     wd.summary(summary)
+    if wd.write:
+      plots.plot_curves(wd.path, f"{data.name}, {cfg.model}, {cfg.clients_per_round} "
+                        "clients/round")
   log(results_table(summary))
   return summary
 

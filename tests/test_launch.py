@@ -33,6 +33,7 @@ def test_fashion_mnist_two_rounds_end_to_end(tmp_path):
   assert summary["rounds"] == 2
   assert summary["uplink_bits_per_param"] == 32 and summary["downlink_bits_per_param"] == 32
   assert 0.0 <= summary["test_accuracy"] <= 1.0 and summary["seconds_per_round"] > 0
+  assert (workdir / "curves.png").stat().st_size > 1000
 
 
 def test_shakespeare_two_rounds_end_to_end(tmp_path):
