@@ -43,7 +43,7 @@ def get_config(preset: str = "lstm") -> ml_collections.ConfigDict:
   elif preset == "transformer":
     c.model = "transformer"
     c.client_optimizer = "adam"
-    c.learning_rate = 1e-3
+    c.learning_rate = 3e-3  # 0.3677 after 60 rounds vs 0.3181 at 1e-3 (docs/results)
   else:
     raise ValueError(f"unknown shakespeare preset {preset!r}; use lstm or transformer")
   return c
