@@ -6,6 +6,8 @@
 """
 import ml_collections
 
+from launch.configs.privacy_defaults import privacy_defaults
+
 
 def get_config(preset: str = "fedavg") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -36,6 +38,7 @@ def get_config(preset: str = "fedavg") -> ml_collections.ConfigDict:
   c.data_dir = ""
   c.train_limit = 0
   c.test_limit = 0
+  c.privacy = privacy_defaults()
   if preset == "fedavg":
     pass
   elif preset == "fedadam":
