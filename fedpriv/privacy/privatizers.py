@@ -308,34 +308,58 @@ def sample_discrete_gaussian(key: jax.Array, shape, sigma: float) -> jax.Array:
 
   Canonne, Kamath & Steinke (2020), Algorithm 3: propose Y from the discrete Laplace
   with scale t = floor(sigma) + 1 (a difference of two geometric variables), accept
-  with probability exp(-(|Y| - sigma^2/t)^2 / (2 sigma^2)); repeat until every
-  coordinate has accepted (a `while_loop`, so the result is exact up to float32
-  arithmetic in the geometric and acceptance draws; a deployment would use their
-  exact integer sampler).
+  with probability exp(-(|Y| - sigma^2/t)^2 / (2 sigma^2)), and repeat, with fresh
+  draws, until every coordinate has accepted. Every coordinate first gets
+  `_FIRST_PROPOSALS` proposals at once; the few that accepted none are compacted into
+  a small buffer that loops until done (and a full loop catches an overflowing
+  buffer), so the cost is a few proposals per coordinate, not the maximum over all
+  coordinates. The result is exact up to float32 arithmetic in the geometric and
+  acceptance draws (a deployment would use their exact integer sampler).
   """
   if sigma <= 0:
     return jnp.zeros(shape, jnp.int32)
   t = math.floor(sigma) + 1
   s2 = float(sigma) ** 2
+  n = math.prod(shape)
 
-  def geometric(k):
-    # failures before the first success, success probability 1 - exp(-1/t)
-    u = jax.random.uniform(k, shape, jnp.float32, minval=jnp.finfo(jnp.float32).tiny,
-                           maxval=1.0)
-    return jnp.floor(-t * jnp.log(u))
+  def propose(k, size):
+    k1, k2, k3 = jax.random.split(k, 3)
 
-  def body(state):
-    i, out, done = state
-    k1, k2, k3 = jax.random.split(jax.random.fold_in(key, i), 3)
+    def geometric(kk):  # failures before the first success, P(success) = 1 - exp(-1/t)
+      u = jax.random.uniform(kk, size, jnp.float32, minval=jnp.finfo(jnp.float32).tiny,
+                             maxval=1.0)
+      return jnp.floor(-t * jnp.log(u))
+
     y = geometric(k1) - geometric(k2)
-    accept = jax.random.uniform(k3, shape) < jnp.exp(-jnp.square(jnp.abs(y) - s2 / t) /
-                                                       (2.0 * s2))
-    out = jnp.where(done, out, y)
-    return i + 1, out, done | accept
+    accept = jax.random.uniform(k3, size) < jnp.exp(-jnp.square(jnp.abs(y) - s2 / t) /
+                                                      (2.0 * s2))
+    return y, accept
 
-  init = (jnp.zeros((), jnp.int32), jnp.zeros(shape, jnp.float32), jnp.zeros(shape, bool))
-  _, out, _ = lax.while_loop(lambda s: ~jnp.all(s[2]), body, init)
-  return out.astype(jnp.int32)
+  def loop(k0, out, done):
+    def body(state):
+      i, out, done = state
+      y, accept = propose(jax.random.fold_in(k0, i), out.shape)
+      return i + 1, jnp.where(done, out, y), done | accept
+    _, out, done = lax.while_loop(lambda s: ~jnp.all(s[2]), body,
+                                  (jnp.zeros((), jnp.int32), out, done))
+    return out, done
+
+  ys, acc = propose(jax.random.fold_in(key, 0), (_FIRST_PROPOSALS, n))
+  first = jnp.argmax(acc, axis=0)
+  out = jnp.take_along_axis(ys, first[None], axis=0)[0]
+  done = acc.any(axis=0)
+  cap = min(n, n // 8 + 64)  # ~6% of coordinates reject twice (acceptance ~0.76)
+  (slots,) = jnp.nonzero(~done, size=cap, fill_value=n)
+  in_use = slots < n
+  slot_out, slot_done = loop(jax.random.fold_in(key, 1), jnp.zeros((cap,), jnp.float32),
+                             ~in_use)
+  out = out.at[slots].set(slot_out, mode="drop")
+  done = done.at[slots].set(slot_done, mode="drop")
+  out, _ = loop(jax.random.fold_in(key, 2), out, done)  # only if the buffer overflowed
+  return out.astype(jnp.int32).reshape(shape)
+
+
+_FIRST_PROPOSALS = 2
 
 
 def discrete_gaussian_noise(sigma: float) -> Privatizer:
