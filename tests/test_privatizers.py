@@ -27,7 +27,7 @@ shapes_st = st.lists(st.lists(st.integers(1, 5), min_size=0, max_size=3).map(tup
                      min_size=1, max_size=4)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(shapes=shapes_st, scale=st.floats(1e-3, 1e3), clip=st.floats(1e-2, 10.0),
        seed=st.integers(0, 2 ** 16))
 def test_clip_bound_holds_and_preserves_structure(shapes, scale, clip, seed):
@@ -174,3 +174,18 @@ def test_discrete_gaussian_noise_works_under_vmap_and_jit():
   # Clients get independent noise.
   assert float(jnp.corrcoef(out[0], out[1])[0, 1]) < 0.1
   np.testing.assert_allclose(float(out.std()), 10.0, rtol=0.05)
+
+
+@settings(max_examples=8, deadline=None)
+@given(shapes=shapes_st, bits=st.integers(1, 8), bound=st.floats(0.1, 10.0),
+       seed=st.integers(0, 2 ** 16))
+def test_quantized_pytrees_keep_structure_and_land_on_levels(shapes, bits, bound, seed):
+  tree = _tree(seed, shapes, bound)
+  p = pv.chain(pv.clip_l2(bound), pv.stochastic_quantize(bits, bound))
+  out, _ = p.apply(tree, p.init(tree), jax.random.key(seed))
+  chex.assert_trees_all_equal_shapes_and_dtypes(out, tree)
+  step = pv.quantizer_step(bits, bound)
+  for leaf in jax.tree.leaves(out):
+    j = (np.asarray(leaf, np.float64) + bound) / step
+    assert np.all(np.abs(j - np.round(j)) < 1e-3) and j.min() > -1e-3
+    assert j.max() < 2 ** bits - 1 + 1e-3

@@ -243,7 +243,8 @@ def conditional_codes(x: jax.Array, key: jax.Array, bits: int, bound: float,
   init = (jnp.zeros((), jnp.int32), jnp.zeros(u.shape, jnp.int32), jnp.zeros((), bool))
   attempts, codes, ok = lax.while_loop(cond, body, init)
   v = u - center
-  toward = center + jnp.where(v >= 0, 1.0, -1.0) * jnp.maximum(jnp.floor(jnp.abs(v) - 0.5) + 0.5, 0.5)
+  magnitude = jnp.maximum(jnp.floor(jnp.abs(v) - 0.5) + 0.5, 0.5)  # levels are half-integers
+  toward = center + jnp.where(v >= 0, 1.0, -1.0) * magnitude
   fallback = toward.astype(jnp.int32)
   codes = jnp.where(ok, codes, fallback)
   return codes, jnp.where(ok, attempts, 0)
