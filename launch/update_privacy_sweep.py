@@ -8,6 +8,7 @@ options of that row overridden; rows whose summary.json exists are not run again
 table (accuracy, epsilon at delta, bits per parameter up and down, seconds per round)
 and each row's exact command go to stdout and `WORKDIR/table.md`.
 """
+import importlib.util
 import json
 import os
 import pathlib
@@ -58,10 +59,13 @@ def command(name: str, overrides: dict | None, workdir: pathlib.Path) -> list[st
 
 
 def _stack_privacy() -> dict:
-  from ml_collections import config_flags  # pylint: disable=import-outside-toplevel
+  """The preset's privacy group (the whole stack the rows take their values from)."""
   path, _, preset = _PRESET.value.partition(":")
-  module = config_flags.config_flags._LoadConfigModule("preset", path)  # noqa: SLF001
-  return module.get_config(preset or None).privacy.to_dict()
+  spec = importlib.util.spec_from_file_location("preset_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(preset) if preset else module.get_config()
+  return config.privacy.to_dict()
 
 
 def _eps(value) -> str:
