@@ -4,7 +4,8 @@ Uplink, per client and round:
   * the vector: k coordinates (k = d without masking) of `Mechanism.uplink_value_bits`
     each: 32 for float32, b for b-bit codes, k_ring for secure-aggregation ring
     elements (masked values are uniform in the ring, so every bit is needed; bit-packed);
-    clients that drop out send none;
+    clients that drop out send none; no per-client scale travels (the quantizer's range
+    [-C, C] is public) and no indices (the kept coordinates come from a public seed);
   * secure aggregation's protocol messages, counted from the bytes the protocol
     actually produced (`secagg.RoundSetup.uplink_bytes`): two public keys, one
     AES-GCM ciphertext of two Shamir shares per neighbour, one share per neighbour
