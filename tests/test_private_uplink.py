@@ -38,8 +38,9 @@ def one_round(algo, pop, base):
   state = algo.init(algo.task.init(jax.random.key(0)))
   cohort = algo.sample_cohort(base, 1, pop.mask.shape[0])
   server_ctx = None
-  if hasattr(algo.uplink, "prepare_round"):
-    cohort, server_ctx, _ = algo.uplink.prepare_round(cohort, 1)
+  prepare = getattr(algo.uplink, "prepare_round", None)
+  if prepare is not None:
+    cohort, server_ctx, _ = prepare(cohort, 1)
   new, _ = jax.jit(algo.apply)(state, pop, cohort, base, server_ctx)
   return state, new
 

@@ -127,7 +127,13 @@ class PrivateUplink:
     return self.unravel(mean)
 
   # -- host side, between sampling and the jitted round ---------------------------------
-  def prepare_round(self, cohort: Cohort, rnd: int):
+  @property
+  def prepare_round(self):
+    """The host step for secure aggregation, or None (then the driver keeps the
+    single-jit round)."""
+    return self._prepare_round if self.mechanism.config.secagg else None
+
+  def _prepare_round(self, cohort: Cohort, rnd: int):
     """Runs secure aggregation's key agreement, sharing and (simulated) dropouts.
 
     Returns:
@@ -135,8 +141,6 @@ class PrivateUplink:
       host_info has the protocol bytes per client and the seconds it took.
     """
     m = self.mechanism
-    if not m.config.secagg:
-      return cohort, None, {}
     t0 = time.perf_counter()
     valid = np.asarray(cohort.valid)
     n = int(valid.sum())
