@@ -118,8 +118,9 @@ def test_conditional_rounding_never_exceeds_its_bound_even_on_fallback():
   x = jnp.asarray(x / np.linalg.norm(x) * clip, jnp.float32)
   bound = pv.rounding_norm_bound(clip, bits, k)
   center = pv.codes_center(bits)
+  draw = jax.jit(lambda key: pv.conditional_codes(x, key, bits, clip, bound))
   for i in range(20):
-    codes, tries = pv.conditional_codes(x, jax.random.key(i), bits, clip, bound)
+    codes, tries = draw(jax.random.key(i))
     assert float(jnp.linalg.norm(codes - center)) <= bound + 1e-4
     assert int(tries) >= 1
   # The fallback (no draw allowed) rounds every code toward the centre: its norm is at
