@@ -263,9 +263,45 @@ def run_private(rounds, chunk, unroll):
     return compiled(state, cohort, server_ctx)
 
   state, times, losses = _time_rounds(step, state, inputs, rounds)
+  stages_s = _privacy_stages_s(jax, jnp, algo, state.params, cohort, server_ctx, base, rounds)
   return _result("private", times, compile_s, losses, chunk_size=chunk, unroll=unroll,
                  conv_impl=_impl(chunk), host_step_s=statistics.median(host_s[1:] or host_s),
-                 ring_bits=mech.ring_bits, kept=mech.keep, parameters=size)
+                 privacy_stages_s=stages_s, ring_bits=mech.ring_bits, kept=mech.keep,
+                 parameters=size)
+
+
+def _privacy_stages_s(jax, jnp, algo, params, cohort, server_ctx, base, rounds):
+  """Seconds of the uplink alone for one round: every client's encode (mask, clip,
+  quantize, noise, secure-aggregation mask) on a stand-in trained model, the sum, and
+  the server's decode; no local training."""
+  from fedpriv import keys as keylib  # pylint: disable=import-outside-toplevel
+  from fedpriv.cohort import map_reduce  # pylint: disable=import-outside-toplevel
+  from fedpriv.fedavg import ClientResult  # pylint: disable=import-outside-toplevel
+  uplink = algo.uplink
+
+  def stages(params, cohort, server_ctx):
+    rkey = keylib.round_key(base, 1)
+    round_ctx = uplink.round_context(params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC))
+
+    def one(shared, client):
+      cid, _, ckey, _, ctx = client
+      trained = jax.tree.map(lambda p: p + 1e-3 * (cid + 1).astype(p.dtype), shared)
+      result = ClientResult(shared, trained, None, jnp.float32(600.0))
+      key = keylib.stage_key(ckey, keylib.PRIVATIZE)
+      return uplink.encode(result, key, context=(round_ctx, ctx)), ()
+
+    total, _ = map_reduce(one, params, tuple(cohort), chunk_size=algo.chunk_size)
+    return uplink.decode(total, params, keylib.server_key(rkey, keylib.SERVER_NOISE),
+                         context=(round_ctx, server_ctx))
+
+  compiled = jax.jit(stages).lower(params, cohort, server_ctx).compile()
+  jax.block_until_ready(compiled(params, cohort, server_ctx))
+  times = []
+  for _ in range(max(rounds - 1, 1)):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(params, cohort, server_ctx))
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
 
 
 def run_scaling(cohort, chunk, unroll, rounds):
@@ -460,7 +496,8 @@ def main(argv):
       ratio = by["private"]["sec_per_round_median"] / fed["sec_per_round_median"]
       cpu = by["private"]["cpu_s_per_round_median"] / fed["cpu_s_per_round_median"]
       print(f"private / fedavg round time = {ratio:.2f} (CPU time {cpu:.2f}; host step "
-            f"{by['private']['host_step_s'] * 1e3:.1f} ms)")
+            f"{by['private']['host_step_s'] * 1e3:.1f} ms, privacy stages alone "
+            f"{by['private']['privacy_stages_s']:.2f} s)")
     ceilings = [by[c] for c in ("ceiling_seq", "ceiling_vmap") if c in by]
     if ceilings:
       best = max(c["examples_per_sec"] for c in ceilings)
