@@ -28,6 +28,7 @@ from fedpriv.config import Config, ConfigError
 from fedpriv.data import FederatedDataset, load_dataset
 from fedpriv.evaluate import batch_eval_data, evaluate
 from fedpriv.fedavg import FedAvg
+from fedpriv.fedqsn.setup import attach_fedqsn
 from fedpriv.models.registry import Task, make_task
 
 
@@ -84,7 +85,10 @@ def build(cfg: Config) -> Experiment:
       unroll=cfg.unroll,
       mesh=mesh,
   )
-  return Experiment(cfg, data, task, algorithm)
+  experiment = Experiment(cfg, data, task, algorithm)
+  if cfg.fedqsn.enabled:
+    experiment = attach_fedqsn(experiment)
+  return experiment
 
 
 def num_params(params) -> int:

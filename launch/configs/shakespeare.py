@@ -3,6 +3,10 @@
     --config=launch/configs/shakespeare.py               (= :lstm)
     --config=launch/configs/shakespeare.py:lstm          LEAF's character LSTM
     --config=launch/configs/shakespeare.py:transformer   a small causal transformer
+    --config=launch/configs/shakespeare.py:fedqsn        FedQSN proxies of a transformer the
+                                                         server pretrained on held-out plays
+                                                         (fedqsn.p1/p2/bits/block_size/
+                                                         aggregation; p1=p2=0, bits=32: FedAvg)
 """
 import ml_collections
 
@@ -38,10 +42,34 @@ def get_config(preset: str = "lstm") -> ml_collections.ConfigDict:
   c.test_fraction = 0.2
   if preset == "lstm":
     pass
-  elif preset == "transformer":
+  elif preset in ("transformer", "fedqsn"):
     c.model = "transformer"
     c.client_optimizer = "adam"
     c.learning_rate = 1e-3
   else:
-    raise ValueError(f"unknown shakespeare preset {preset!r}; use lstm or transformer")
+    raise ValueError(f"unknown shakespeare preset {preset!r}; use lstm, transformer or fedqsn")
+  if preset == "fedqsn":
+    c.rounds = 30
+    c.eval_every = 10
+    c.fedqsn = fedqsn_group()
   return c
+
+
+def fedqsn_group() -> ml_collections.ConfigDict:
+  """FedQSN's knobs at the values the results use (see docs/results/fedqsn.md)."""
+  q = ml_collections.ConfigDict()
+  q.enabled = True
+  q.p1 = 0.5                 # server mask over embedding / attention / MLP output units
+  q.p2 = 0.2                 # client mask on top, per client and round
+  q.client_mask = "exact"
+  q.bits = 4                 # NF4 for the attention and MLP matrices (32 = none)
+  q.block_size = 64
+  q.aggregation = "delta"
+  q.upload_bits = 32
+  q.server_fraction = 0.2    # 7 of the 37 plays belong to the server alone
+  q.pretrain_epochs = 2
+  q.pretrain_batch_size = 32
+  q.pretrain_learning_rate = 1e-3
+  q.pretrain_cache_dir = ""
+  q.eval_examples = 500
+  return q
