@@ -36,10 +36,8 @@ RUNS = {
     "qsn_50_20_b4_avg_up4": ("FedQSN", dict(p1=0.5, p2=0.2, bits=4, aggregation="average",
                                              upload_bits=4)),
     "qsn_80_20_b2": ("FedQSN", dict(p1=0.8, p2=0.2, bits=2)),
-    "qsn_80_20_b2_avg": ("FedQSN", dict(p1=0.8, p2=0.2, bits=2, aggregation="average")),
     "quant_b4": ("quantization only", dict(p1=0.0, p2=0.0, bits=4)),
     "quant_b4_avg": ("quantization only", dict(p1=0.0, p2=0.0, bits=4, aggregation="average")),
-    "quant_b2_avg": ("quantization only", dict(p1=0.0, p2=0.0, bits=2, aggregation="average")),
     "mask_50_20": ("masking only", dict(p1=0.5, p2=0.2, bits=32)),
     "mask_80_20": ("masking only", dict(p1=0.8, p2=0.2, bits=32)),
 }

@@ -169,12 +169,14 @@ class AttackHook:
       start = combine(c, spec, fresh)
       trained = fine_tune(task, optimizer, start, x, y, mask, epochs, cfg.batch_size,
                           jax.random.fold_in(key, _FINETUNE), cfg.unroll)
+      return (evaluate(task, start, test)["accuracy"],
+              evaluate(task, trained, test)["accuracy"])
+
+    def train_alone(x, y, mask, key):
       alone = fine_tune(task, optimizer, task.init(jax.random.fold_in(key, _ALONE_INIT)),
                         x, y, mask, epochs, cfg.batch_size,
                         jax.random.fold_in(key, _FINETUNE), cfg.unroll)
-      return (evaluate(task, start, test)["accuracy"],
-              evaluate(task, trained, test)["accuracy"],
-              evaluate(task, alone, test)["accuracy"])
+      return evaluate(task, alone, test)["accuracy"]
 
     ids = np.asarray(self._ids)
     a = self.attackers
@@ -183,22 +185,22 @@ class AttackHook:
     keys = jax.vmap(lambda c: jax.random.fold_in(akey, c))(jnp.asarray(ids[:a]))
     solo = jax.jit(jax.vmap(attack))
     first = lambda c: jax.tree.map(lambda t: t[:a], c)
-    last_before, last_after, alone = jax.device_get(solo(first(self._last), x, y, mask, keys))
-    all_before, all_after, _ = jax.device_get(solo(first(self._all), x, y, mask, keys))
+    last_before, last_after = jax.device_get(solo(first(self._last), x, y, mask, keys))
+    all_before, all_after = jax.device_get(solo(first(self._all), x, y, mask, keys))
+    alone = jax.device_get(jax.jit(jax.vmap(train_alone))(x, y, mask, keys))
 
     k = self.colluders
     pooled = jax.tree.map(lambda t: t[:k].sum(axis=0), self._last)
     cx, cy, cmask = data(ids[:k])
     flat = lambda arr: arr.reshape((-1,) + arr.shape[2:])
-    col_before, col_after, col_alone = jax.device_get(jax.jit(attack)(
+    col_before, col_after = jax.device_get(jax.jit(attack)(
         pooled, flat(cx), flat(cy), flat(cmask), jax.random.fold_in(akey, 1_000_000)))
     global_acc = float(acc(state.params))
     attacks = {
         "last_proxy": {"before": last_before.tolist(), "after": last_after.tolist()},
         "all_proxies": {"before": all_before.tolist(), "after": all_after.tolist(),
                         "proxies_kept": np.asarray(self._times[:a]).tolist()},
-        "colluders": {"k": k, "before": float(col_before), "after": float(col_after),
-                      "pooled_data_alone": float(col_alone)},
+        "colluders": {"k": k, "before": float(col_before), "after": float(col_after)},
         "training_alone": alone.tolist(),
         "attacker_ids": ids[:a].tolist(),
         "colluder_ids": ids[:k].tolist(),

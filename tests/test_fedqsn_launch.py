@@ -1,0 +1,100 @@
+"""The FedQSN presets end to end: p1=p2=0 and bits=32 is plain FedAvg from the same
+pretrained start; launch.extract trains, measures and attacks; bad values exit 2."""
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from fedpriv import keys as keylib
+from fedpriv.config import Config
+from fedpriv.fedavg import PlainDownlink, PlainUplink
+from fedpriv.fedqsn.pretrain import Pretrain
+from fedpriv.fedqsn.proxy import FedQSNDownlink
+from fedpriv.train import build
+from launch.configs import shakespeare as shakespeare_presets
+from test_launch import launch
+
+TINY = {"num_clients": 6, "clients_per_round": 3, "max_examples_per_client": 4,
+        "test_limit": 40, "seq_len": 12, "min_chars": 20000, "eval_every": 1,
+        "eval_batch_size": 20}
+TINY_Q = {"pretrain_epochs": 1, "eval_examples": 20, "server_fraction": 0.1}
+
+
+def tiny_cfg(**fedqsn):
+  values = shakespeare_presets.get_config("fedqsn").to_dict()
+  values.update(TINY, rounds=2)
+  values["fedqsn"].update(TINY_Q, **fedqsn)
+  return Config.from_dict(values)
+
+
+def test_preset_without_masks_or_quantization_is_fedavg_from_the_pretrained_start():
+  exp = build(tiny_cfg(p1=0.0, p2=0.0, bits=32))
+  assert isinstance(exp.algorithm.downlink, FedQSNDownlink)
+  assert exp.data.server is not None and exp.data.info["server_plays"]
+  pretrain = next(h for h in exp.hooks if isinstance(h, Pretrain))
+  base = keylib.base_key(exp.cfg.seed)
+  init = exp.task.init(keylib.init_key(base))
+  start = pretrain.on_start(exp, init)
+  assert any(float(np.abs(a - b).max()) > 1e-4
+             for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(init)))
+  plain = dataclasses.replace(exp.algorithm, downlink=PlainDownlink(), uplink=PlainUplink())
+  pop = jax.tree.map(np.asarray, exp.data.train)
+  results = []
+  for algo in (exp.algorithm, plain):
+    state, fn = algo.init(start), jax.jit(algo.run_round)
+    for _ in range(2):
+      state, _ = fn(state, pop, base)
+    results.append(state.params)
+  # Equal up to float rounding (Adam's normalisation magnifies last-bit differences of
+  # fused sums): every coordinate agrees to within 1% of the largest update.
+  moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+              for a, b in zip(jax.tree.leaves(results[1]), jax.tree.leaves(start)))
+  diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+             for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])))
+  assert moved > 1e-3 and diff < 1e-2 * moved, (moved, diff)
+
+
+def test_extract_trains_measures_and_attacks(tmp_path):
+  workdir = tmp_path / "run"
+  args = [f"--config.{k}={v}" for k, v in TINY.items()]
+  args += [f"--config.fedqsn.{k}={v}" for k, v in TINY_Q.items()]
+  r = launch("--config=launch/configs/shakespeare.py:fedqsn", f"--workdir={workdir}",
+             "--config.rounds=1", "--config.fedqsn.bits=2", "--attackers=2", "--colluders=3",
+             "--epochs_factor=1", *args, module="launch.extract")
+  assert r.returncode == 0, r.stderr[-3000:]
+  rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  keys = {"test_accuracy", "server_masked_accuracy", "client_proxy_accuracy_before",
+          "client_proxy_accuracy_after", "protection_gap", "downlink_bits_per_param"}
+  assert len(rows) == 1 and keys <= set(rows[0])
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert keys | {"best_attacker_accuracy", "training_alone_accuracy",
+                 "server_pretrained_accuracy"} <= set(summary)
+  assert summary["downlink_bits_per_param"] < 4  # NF2 + masks
+  attacks = json.loads((workdir / "attacks.json").read_text())
+  assert len(attacks["attacks"]["last_proxy"]["after"]) == 2
+  assert attacks["attacks"]["colluders"]["k"] == 3
+  assert min(attacks["attacks"]["all_proxies"]["proxies_kept"]) >= 1  # the last round's
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--config.fedqsn.p1=1.5"], "config.fedqsn.p1: must be in [0, 1)"),
+    (["--config.fedqsn.bits=9"], "config.fedqsn.bits: must be in 2..8"),
+    (["--config.fedqsn.aggregation=median"], "config.fedqsn.aggregation: must be one of"),
+    (["--config.fedqsn.client_mask=topk"], "config.fedqsn.client_mask: must be one of"),
+])
+def test_bad_fedqsn_values_exit_2_with_one_line(tmp_path, args, needle):
+  r = launch("--config=launch/configs/fashion_mnist.py:fedqsn", f"--workdir={tmp_path}/w",
+             *args)
+  assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+  err = [l for l in r.stderr.splitlines() if l.strip()]
+  assert len(err) == 1 and needle in err[0], r.stderr
+  assert not (tmp_path / "w").exists()
+
+
+def test_extract_refuses_a_run_without_fedqsn(tmp_path):
+  r = launch("--config=launch/configs/fashion_mnist.py", f"--workdir={tmp_path}/w",
+             module="launch.extract")
+  assert r.returncode == 2 and "fedqsn.enabled" in r.stderr and "Traceback" not in r.stderr
