@@ -81,3 +81,16 @@ def test_quantization_and_masking_shrink_the_message():
   assert cost() == pytest.approx(32.0 + units / n)  # float32 everything + the bitmaps
   assert cost(bits=2, block_size=8) < cost(bits=4, block_size=8) < cost()
   assert cost(p1=0.5, p2=0.5) < cost(p1=0.5) < cost()
+
+
+def test_upload_cost_is_the_same_layout_without_the_bitmaps():
+  from fedpriv.fedqsn.aggregation import FedQSNUplink
+  params, head = _cnn_like()
+  spec = dense_spec(params, head)
+  down = FedQSNDownlink.make(spec, jax.eval_shape(lambda: params), keylib.base_key(0),
+                             p1=0.5, p2=0.5, bits=4, block_size=8)
+  n = sum(x.size for x in jax.tree.leaves(params))
+  units = sum(u for _, u in spec.groups)
+  assert FedQSNUplink.make(down, "delta", 4).bits_per_param == pytest.approx(
+      down.bits_per_param - units / n)
+  assert FedQSNUplink.make(down, "delta", 32).bits_per_param > down.bits_per_param

@@ -50,13 +50,13 @@ class FedQSNUplink:
 
   @classmethod
   def make(cls, downlink, mode: str, upload_bits: int) -> "FedQSNUplink":
-    """An uplink matching a `FedQSNDownlink` (same units, scale and block size)."""
-    counts = {g: int(round(float(v.sum()) * (1 - downlink.p2)))
-              if downlink.client_mask == "bernoulli" else
-              int(v.sum()) - masks.num_dropped(downlink.p2, int(v.sum()))
-              for g, v in downlink.server_keep.items()}
-    bpp = float(wire.bits_per_param(downlink.spec, downlink.shapes, counts, upload_bits,
-                                    downlink.block_size))
+    """An uplink matching a `FedQSNDownlink` (same units, scale and block size).
+
+    The upload carries the client's visible coordinates in the downlink's layout, without
+    the unit bitmaps (the server drew the masks)."""
+    bpp = float(wire.bits_per_param(downlink.spec, downlink.shapes,
+                                    downlink.typical_visible_units(), upload_bits,
+                                    downlink.block_size, bitmaps=False))
     return cls(downlink.spec, downlink.scale, mode, upload_bits, downlink.block_size, bpp)
 
   def uploaded(self, trained):

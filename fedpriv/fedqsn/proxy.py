@@ -83,19 +83,24 @@ class FedQSNDownlink:
     counts = {g: keep[g].sum().astype(jnp.int32) for g in keep}
     return wire.message_bits(self.spec, self.shapes, counts, self.bits, self.block_size)
 
-  @property
-  def bits_per_param(self) -> float:
-    """Cost of one proxy: exact for the "exact" client mask, the expectation over
-    Bernoulli masks otherwise (the hooks report the measured mean as well)."""
+  def typical_visible_units(self) -> dict[str, int]:
+    """Units per group a client sees: exact for the "exact" client mask, the (rounded)
+    expectation for Bernoulli masks."""
     counts = {}
-    for g, n in self.spec.groups:
+    for g, _ in self.spec.groups:
       alive = int(self.server_keep[g].sum())
       if self.client_mask == "exact":
         counts[g] = alive - masks.num_dropped(self.p2, alive)
       else:
         counts[g] = int(round(alive * (1.0 - self.p2)))
-    return float(wire.bits_per_param(self.spec, self.shapes, counts, self.bits,
-                                     self.block_size))
+    return counts
+
+  @property
+  def bits_per_param(self) -> float:
+    """Cost of one proxy: exact for the "exact" client mask, at the expected number of
+    units for Bernoulli masks (the hooks report the measured mean as well)."""
+    return float(wire.bits_per_param(self.spec, self.shapes, self.typical_visible_units(),
+                                     self.bits, self.block_size))
 
 
 def cohort_proxies(downlink: FedQSNDownlink, params, client_keys: jax.Array):

@@ -56,7 +56,8 @@ def _shapes(params) -> list[tuple[str, tuple]]:
   return [(leaf_name(p), tuple(x.shape)) for p, x in flat]
 
 
-def message_bits(spec: ModelSpec, params, visible_units: dict, bits: int, block_size: int):
+def message_bits(spec: ModelSpec, params, visible_units: dict, bits: int, block_size: int,
+                 bitmaps: bool = True):
   """Exact size in bits of the message carrying a proxy (before the final byte padding).
 
   Args:
@@ -65,11 +66,12 @@ def message_bits(spec: ModelSpec, params, visible_units: dict, bits: int, block_
     visible_units: `{group: number of units in the proxy}` (ints, or traced int32).
     bits: NF bits, or 32 for no quantization.
     block_size: values per block.
+    bitmaps: count the unit bitmaps (False for an upload: the server knows the masks).
 
   Returns:
     int32 scalar (exact up to ~2^31 bits).
   """
-  total = jnp.int32(sum(n for _, n in spec.groups))  # unit bitmaps
+  total = jnp.int32(sum(n for _, n in spec.groups) if bitmaps else 0)
   for name, shape in _shapes(params):
     out = shape[-1] if shape else 1
     fan_in = int(np.prod(shape[:-1])) if shape else 1
@@ -85,9 +87,9 @@ def message_bits(spec: ModelSpec, params, visible_units: dict, bits: int, block_
 
 
 def bits_per_param(spec: ModelSpec, params, visible_units: dict, bits: int,
-                   block_size: int):
+                   block_size: int, bitmaps: bool = True):
   n = sum(int(np.prod(s)) for _, s in _shapes(params))
-  return message_bits(spec, params, visible_units, bits, block_size) / n
+  return message_bits(spec, params, visible_units, bits, block_size, bitmaps) / n
 
 
 # --- The bytes themselves (numpy, host side) ----------------------------------------------
