@@ -116,8 +116,9 @@ def report(out: pathlib.Path, plot: str) -> None:
   datasets = [d for d in ("fashion_mnist", "shakespeare") if summaries(out, d)]
   if not datasets:
     sys.exit(f"no finished runs under {out}")
-  fig, axes = plt.subplots(1, len(datasets), figsize=(7 * len(datasets), 5), squeeze=False)
-  for ax, dataset in zip(axes[0], datasets):
+  fig, axes = plt.subplots(2, len(datasets), figsize=(7 * len(datasets), 10), squeeze=False)
+  for col, dataset in enumerate(datasets):
+    ax = axes[0][col]
     runs = summaries(out, dataset)
     base = runs.get("fedavg")
     lines = [f"### {dataset}", "", HEADER] + [_row(n, s, base) for n, s in runs.items()]
@@ -150,6 +151,20 @@ def report(out: pathlib.Path, plot: str) -> None:
     ax.set_ylabel("test accuracy (%)  o: global model, x: best attacker")
     ax.set_title(dataset)
     ax.legend(fontsize=7, loc="lower right")
+    ax = axes[1][col]
+    for i, (name, s) in enumerate(runs.items()):
+      rows = [json.loads(l) for l in
+              (out / dataset / name / "metrics.jsonl").read_text().splitlines()]
+      color = plt.get_cmap("tab10")(i % 10)
+      rounds = [0] + [r["round"] for r in rows]  # round 0: the server-pretrained model
+      ax.plot(rounds, [100 * s["server_pretrained_accuracy"]] +
+              [100 * r["test_accuracy"] for r in rows], color=color, label=name)
+      rounds = rounds[1:]
+      ax.plot(rounds, [100 * r["client_proxy_accuracy_after"] for r in rows], color=color,
+              ls=":")
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy (%)  solid: global, dotted: best client after training")
+    ax.legend(fontsize=6, ncol=2)
   fig.tight_layout()
   pathlib.Path(plot).parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(plot, dpi=120)
