@@ -1,10 +1,8 @@
 """The FedQSN driver hooks on a tiny experiment: per-round protection metrics (from the
 model before the round), and server pretraining with its cache."""
-import dataclasses
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest

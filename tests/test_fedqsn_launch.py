@@ -7,7 +7,6 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from fedpriv import keys as keylib
 from fedpriv.config import Config
 from fedpriv.fedavg import PlainDownlink, PlainUplink

@@ -30,7 +30,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from fedpriv import keys as keylib
 from fedpriv.evaluate import batch_eval_data, evaluate
