@@ -10,7 +10,7 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 WORKDIR ?= runs/fashion_mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install data run test bench clean
+.PHONY: install data run test bench bench-torch clean
 
 install: $(STAMP)
 
@@ -42,5 +42,11 @@ test: install data
 bench: install data
 	$(PY) -m launch.benchmark
 
+# The speed reference: a hand-written PyTorch loop of the same workload (CPU build).
+bench-torch: install data
+	[ -x .venv-torch/bin/python ] || { $(PYTHON) -m venv .venv-torch && \
+	  .venv-torch/bin/pip install -q torch==2.13.0 numpy; }
+	PYTHONPATH=. .venv-torch/bin/python -m launch.bench_torch
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-torch runs .pytest_cache

@@ -51,7 +51,13 @@ def map_reduce(fn: Callable[..., tuple[Any, Any]], shared: Any, per_client: Any,
   one = jax.tree.map(lambda a: a[0], per_client)
   summed_shape, _ = jax.eval_shape(fn, shared, one)
   zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), summed_shape)
-  vfn = jax.vmap(fn, in_axes=(None, 0))
+  if chunk_size == 1:
+    # One client per step: no vmap at all, so per-client ops keep their unbatched
+    # form (e.g. a convolution stays a plain convolution, not a grouped one).
+    vfn = lambda sh, c: jax.tree.map(lambda a: a[None], fn(sh, jax.tree.map(
+        lambda a: a[0], c)))
+  else:
+    vfn = jax.vmap(fn, in_axes=(None, 0))
 
   def body(acc, chunk):
     summed, kept = vfn(shared, chunk)

@@ -26,6 +26,7 @@ def batch_eval_data(data: EvalData, batch_size: int) -> EvalData:
 
 def evaluate(task: Task, params, batched: EvalData) -> dict:
   """Mean loss and accuracy of `params` on a batched test set (see `batch_eval_data`)."""
+  task = task.for_eval()
 
   def one(batch):
     return task.stats(params, *batch)

@@ -22,7 +22,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fedpriv import keys as keylib
-from fedpriv import optimizers
+from fedpriv import optimizers, plots
 from fedpriv.cohort import client_mesh
 from fedpriv.config import Config, ConfigError
 from fedpriv.data import FederatedDataset, load_dataset
@@ -43,6 +43,9 @@ class Experiment:
       the round's record (written to metrics.jsonl on evaluated rounds).
     `on_end(exp, state) -> dict`: extra keys for summary.json (may override defaults,
       e.g. measured bits per parameter).
+    `on_resume(exp, state, rnd)`: the run continues from a checkpoint taken after
+      round `rnd`; rebuild any per-run bookkeeping (keys are counters, so most state
+      can be recomputed).
   """
   cfg: Config
   data: FederatedDataset
@@ -73,7 +76,13 @@ def build(cfg: Config) -> Experiment:
     mesh = client_mesh(cfg.num_devices)
   data = load_dataset(cfg)
   example_shape = tuple(data.train.x.shape[2:])
-  task = make_task(cfg.model, data.task, data.num_classes, example_shape)
+  task = make_task(cfg.model, data.task, data.num_classes, example_shape,
+                   conv_impl=cfg.resolved_conv_impl)
+  seams, hooks = {}, []
+  if cfg.privacy.enabled:  # update privacy: fedpriv/privacy
+    from fedpriv.privacy import setup as privacy  # pylint: disable=import-outside-toplevel
+    seams["uplink"], report = privacy.build(cfg, task, data.train.num_clients)
+    hooks.append(report)
   algorithm = FedAvg(
       task=task,
       client_optimizer=optimizers.client_optimizer(cfg),
@@ -84,9 +93,10 @@ def build(cfg: Config) -> Experiment:
       chunk_size=min(cfg.chunk_size, cfg.clients_per_round),
       unroll=cfg.unroll,
       mesh=mesh,
+      **seams,
   )
-  experiment = Experiment(cfg, data, task, algorithm)
-  if cfg.fedqsn.enabled:
+  experiment = Experiment(cfg, data, task, algorithm, hooks)
+  if cfg.fedqsn.enabled:  # model privacy: fedpriv/fedqsn (proxies down)
     experiment = attach_fedqsn(experiment)
   return experiment
 
@@ -101,6 +111,20 @@ def _put(tree, mesh):
   return jax.device_put(tree, NamedSharding(mesh, P()))
 
 
+def fetch(x) -> np.ndarray:
+  """A device value as numpy, also when it spans several processes (replicated)."""
+  if getattr(x, "is_fully_addressable", True):
+    return np.asarray(x)
+  return np.asarray(x.addressable_data(0))
+
+
+def params_fingerprint(params) -> dict:
+  """Order-independent statistics of a model, to compare runs without saving them."""
+  leaves = [fetch(p).astype(np.float64) for p in jax.tree.leaves(params)]
+  return {"params_sum": float(sum(l.sum() for l in leaves)),
+          "params_l2": float(np.sqrt(sum((l * l).sum() for l in leaves)))}
+
+
 def _jsonable(metrics: dict) -> dict:
   out = {}
   for k, v in metrics.items():
@@ -109,31 +133,105 @@ def _jsonable(metrics: dict) -> dict:
   return out
 
 
-class _Writer:
-  """Appends one JSON object per line; the summary is replaced atomically."""
+class WorkdirError(ValueError):
+  """The workdir holds a run that this one cannot continue (e.g. another config)."""
 
-  def __init__(self, workdir: pathlib.Path):
-    self.workdir = workdir
-    workdir.mkdir(parents=True, exist_ok=True)
-    self.metrics_path = workdir / "metrics.jsonl"
-    self.metrics_path.write_text("")
+
+class _Workdir:
+  """What a run keeps on disk, written so that a crash at any moment loses nothing.
+
+  `config.json` identifies the run; `metrics.jsonl` gets one fsync-ed line per
+  evaluated round; `checkpoints/` holds orbax checkpoints (written to a temporary
+  folder and renamed into place, so a half-written one is never restored) of the server
+  state and the driver's own bookkeeping; `summary.json` is replaced atomically at the
+  end. Rerunning the same command resumes from the newest checkpoint and drops metric
+  lines written after it, so rounds are neither repeated nor missing.
+  """
+
+  def __init__(self, path: pathlib.Path, cfg: Config, write: bool):
+    self.path, self.write = path, write
+    self.metrics_path = path / "metrics.jsonl"
+    self.config_path = path / "config.json"
+    wanted = json.dumps(cfg.to_dict(), sort_keys=True)
+    if self.config_path.exists():
+      if self.config_path.read_text().strip() != wanted:
+        raise WorkdirError(f"{path} holds a run with another config; use a new workdir "
+                           "(or delete it) to start a different run")
+    elif write:
+      path.mkdir(parents=True, exist_ok=True)
+      _atomic_write(self.config_path, wanted + "\n")
+    self.manager = None
+    if write or jax.process_count() > 1:
+      import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+      self._ocp = ocp
+      self.manager = ocp.CheckpointManager(
+          path.resolve() / "checkpoints",
+          options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+
+  def latest(self):
+    return None if self.manager is None else self.manager.latest_step()
+
+  def restore(self, step: int, state_template):
+    ocp = self._ocp
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
+    got = self.manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    leaves = jax.tree.leaves(got.state)
+    state = jax.tree.unflatten(jax.tree.structure(state_template), leaves)
+    return state, got.meta
+
+  def save(self, step: int, state, meta: dict) -> None:
+    ocp = self._ocp
+    self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    self.manager.wait_until_finished()
+
+  def keep_metrics_through(self, rnd: int) -> None:
+    """Drops metric lines of rounds after `rnd` (and any torn last line)."""
+    if not self.write or not self.metrics_path.exists():
+      return
+    kept = []
+    for line in self.metrics_path.read_text().splitlines():
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        break
+      if record.get("round", 0) <= rnd:
+        kept.append(line)
+    _atomic_write(self.metrics_path, "".join(l + "\n" for l in kept))
 
   def metrics(self, record: dict) -> None:
+    if not self.write:
+      return
     with open(self.metrics_path, "a") as f:
       f.write(json.dumps(record) + "\n")
       f.flush()
       os.fsync(f.fileno())
 
   def summary(self, record: dict) -> None:
-    tmp = self.workdir / "summary.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, self.workdir / "summary.json")
+    if self.write:
+      _atomic_write(self.path / "summary.json", json.dumps(record, indent=1) + "\n")
+
+
+def _atomic_write(path: pathlib.Path, text: str) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  with open(tmp, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
 
 
 def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[str, Any]:
-  """Trains for `cfg.rounds` rounds; returns (and writes) the summary."""
+  """Trains for `cfg.rounds` rounds, resuming from the workdir's newest checkpoint;
+  returns (and writes) the summary."""
   cfg, algo, task, data = exp.cfg, exp.algorithm, exp.task, exp.data
-  writer = _Writer(pathlib.Path(workdir)) if workdir is not None else None
+  # With several processes (jax.distributed) every process runs the same program on
+  # its share of the cohort; only process 0 writes and prints.
+  lead = jax.process_index() == 0
+  wd = _Workdir(pathlib.Path(workdir), cfg, write=lead) if workdir is not None else None
+  if not lead:
+    log = lambda *a, **k: None
   base = keylib.base_key(cfg.seed)
   t_start = time.perf_counter()
   params = task.init(keylib.init_key(base))
@@ -145,54 +243,94 @@ def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[s
   test = _put(batch_eval_data(data.test, cfg.eval_batch_size), algo.mesh)
   state = _put(algo.init(params), algo.mesh)
 
+  round_times, last_eval, first = [], {}, 1
+  step = wd.latest() if wd is not None else None
+  if step is not None:
+    restored, meta = wd.restore(step, state)
+    state = _put(restored, algo.mesh)
+    round_times, last_eval, first = list(meta["round_times"]), dict(meta["last_eval"]), step + 1
+    wd.keep_metrics_through(step)
+    exp.call_hooks("on_resume", state, step)
+    log(f"fedpriv: resuming {workdir} after round {step}")
+  elif wd is not None:
+    wd.keep_metrics_through(0)
+
   # One trace, one compile for the whole run: a retrace would mean shapes changed.
-  round_fn = jax.jit(chex.assert_max_traces(algo.run_round, n=1), donate_argnums=0)
+  # An uplink with a host-side `prepare_round` (secure aggregation's key agreement)
+  # splits the round: jitted sampling, the host step, then the jitted round itself.
+  prepare = getattr(algo.uplink, "prepare_round", None)
   eval_fn = jax.jit(lambda p, t: evaluate(task, p, t))
   t0 = time.perf_counter()
-  compiled_round = round_fn.lower(state, population, base).compile()
+  if prepare is None:
+    round_fn = jax.jit(chex.assert_max_traces(algo.run_round, n=1), donate_argnums=0)
+    compiled_round = round_fn.lower(state, population, base).compile()
+  else:
+    num = data.train.num_clients
+    sample_fn = jax.jit(lambda b, r: algo.sample_cohort(b, r, num))
+    apply_fn = jax.jit(chex.assert_max_traces(algo.apply, n=1), donate_argnums=0)
+    # The first round to run (after a resume, not round 1) is prepared once and
+    # used both to compile and to run.
+    prepared = {first: prepare(sample_fn(base, first), first)}
+    cohort0, server0, _ = prepared[first]
+    compiled_apply = apply_fn.lower(state, population, cohort0, base, server0).compile()
+
+    def compiled_round(state, population, base):
+      rnd = int(fetch(state.round)) + 1
+      cohort, server_ctx, info = (prepared.pop(rnd) if rnd in prepared
+                                  else prepare(sample_fn(base, rnd), rnd))
+      state, m = compiled_apply(state, population, cohort, base, server_ctx)
+      return state, {**m, **info}
   compiled_eval = eval_fn.lower(state.params, test).compile()
   compile_s = time.perf_counter() - t0
   log(f"fedpriv: {data.name} ({data.train.num_clients} clients, {n_params:,} params), "
       f"{cfg.model}, {cfg.clients_per_round} clients/round, compiled in {compile_s:.1f}s")
 
-  round_times, last_eval = [], {}
-  for rnd in range(1, cfg.rounds + 1):
+  for rnd in range(first, cfg.rounds + 1):
     t0 = time.perf_counter()
     state, m = compiled_round(state, population, base)
-    train_loss = float(m["train_loss"])  # blocks until the round is done
+    train_loss = float(fetch(m["train_loss"]))  # blocks until the round is done
     seconds = time.perf_counter() - t0
     round_times.append(seconds)
-    if not np.isfinite(train_loss):
-      log(f"round {rnd}: training loss is {train_loss}; stopping")
-    evaluate_now = rnd % cfg.eval_every == 0 or rnd == cfg.rounds or not np.isfinite(
-        train_loss)
+    finite = np.isfinite(train_loss)
+    evaluate_now = rnd % cfg.eval_every == 0 or rnd == cfg.rounds or not finite
+    dropped = int(fetch(m["clients_dropped_nonfinite"]))
     line = (f"round {rnd:4d}/{cfg.rounds}  train_loss {train_loss:.4f}  "
-            f"train_acc {float(m['train_accuracy']):.4f}")
+            f"train_acc {float(fetch(m['train_accuracy'])):.4f}")
     extra = exp.call_hooks("on_round", state, m, rnd, evaluate_now)
     if evaluate_now:
       ev = compiled_eval(state.params, test)
-      last_eval = {"test_accuracy": float(ev["accuracy"]), "test_loss": float(ev["loss"])}
+      last_eval = {"test_accuracy": float(fetch(ev["accuracy"])),
+                   "test_loss": float(fetch(ev["loss"]))}
       line += (f"  test_loss {last_eval['test_loss']:.4f}  "
                f"test_acc {last_eval['test_accuracy']:.4f}")
-      record = {"round": rnd, **last_eval, "train_loss": train_loss,
-                "train_accuracy": float(m["train_accuracy"]), "seconds": seconds,
-                "elapsed": time.perf_counter() - t_start, **extra}
-      if writer:
-        writer.metrics(record)
+      if wd is not None:
+        wd.metrics({"round": rnd, **last_eval, "train_loss": train_loss,
+                    "train_accuracy": float(fetch(m["train_accuracy"])),
+                    "clients_dropped_nonfinite": dropped, **extra,
+                    "seconds": seconds, "elapsed": time.perf_counter() - t_start})
+    if dropped:
+      line += f"  dropped {dropped} non-finite client update(s)"
     log(line + f"  {seconds:.2f}s")
-    if not np.isfinite(train_loss):
+    if wd is not None and (rnd == cfg.rounds or not finite or
+                           (cfg.checkpoint_every and rnd % cfg.checkpoint_every == 0)):
+      wd.save(rnd, state, {"round_times": round_times, "last_eval": last_eval})
+    if not finite:
+      log(f"round {rnd}: training loss is {train_loss}; stopping")
       break
 
   summary = {
       **last_eval,
       "rounds": len(round_times),
-      "seconds_per_round": statistics.median(round_times),
-      "seconds_per_round_mean": statistics.fmean(round_times),
+      "seconds_per_round": statistics.median(round_times) if round_times else 0.0,
+      "seconds_per_round_mean": statistics.fmean(round_times) if round_times else 0.0,
       "compile_seconds": compile_s,
       "total_seconds": time.perf_counter() - t_start,
       "uplink_bits_per_param": float(algo.uplink.bits_per_param),
       "downlink_bits_per_param": float(algo.downlink.bits_per_param),
       "num_params": n_params,
+      **params_fingerprint(state.params),
+      "processes": jax.process_count(),
+      "devices": algo.num_devices,
       "num_clients": data.train.num_clients,
       "dataset": data.name,
       "model": cfg.model,
@@ -200,8 +338,11 @@ def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[s
       "config": cfg.to_dict(),
   }
   summary.update(exp.call_hooks("on_end", state))
-  if writer:
-    writer.summary(summary)
+  if wd is not None:
+    wd.summary(summary)
+    if wd.write:
+      plots.plot_curves(wd.path, f"{data.name}, {cfg.model}, {cfg.clients_per_round} "
+                        "clients/round")
   log(results_table(summary))
   return summary
 

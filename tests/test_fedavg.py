@@ -213,3 +213,23 @@ def test_invisible_coordinates_stay_as_received_through_local_training():
   # Everything visible did train.
   assert float(jnp.abs(trained["hidden"]["kernel"][:, 1:] -
                        start["hidden"]["kernel"][:, 1:]).max()) > 1e-4
+
+
+def test_a_diverged_client_is_dropped_and_counted():
+  pop = tiny_population([8, 8, 8], seed=9)
+  x = pop.x.copy()
+  x[1, 0, 0] = np.inf  # client 1's first example makes its loss and update NaN
+  bad = jax.tree.map(jnp.asarray, pop._replace(x=x))
+  algo = make_algo(cohort=3, chunk=3, batch=8)
+  params = algo.task.init(jax.random.key(0))
+  rkey = keylib.round_key(keylib.base_key(0), 1)
+  idx = jnp.tile(jnp.arange(8)[None, None], (3, 1, 1))
+  valid = jnp.ones((3, 1, 8), bool)
+  cohort = algo.pad_cohort(jnp.array([0, 1, 2]), rkey, batches=(idx, valid))
+  state, m = algo.apply(algo.init(params), bad, cohort)
+  chex.assert_tree_all_finite(state.params)
+  assert int(m["clients_dropped_nonfinite"]) == 1
+  assert np.isfinite(float(m["train_loss"]))
+  np.testing.assert_allclose(m["client_weight"], [8.0, 0.0, 8.0])
+  expected = sequential_fedavg(algo.task, params, pop, [0, 2], [(idx[0], valid[0])] * 2)
+  chex.assert_trees_all_close(state.params, expected, atol=1e-5, rtol=1e-5)

@@ -8,7 +8,7 @@ import pytest
 from jax import lax
 
 from fedpriv.models import make_task
-from fedpriv.models.layers import im2col, max_pool_2x2
+from fedpriv.models.layers import conv_same, im2col, max_pool_2x2
 
 
 @pytest.mark.parametrize("k,cin", [(5, 1), (5, 3), (3, 4)])
@@ -29,6 +29,35 @@ def test_im2col_conv_gradients_equal_lax_conv_gradients():
   ref = jax.grad(lambda w, x: jnp.sin(lax.conv_general_dilated(
       x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))).sum(), (0, 1))(w, x)
   chex.assert_trees_all_close(ours, ref, atol=1e-3, rtol=1e-3)
+
+
+def test_custom_vjp_conv_equals_lax_conv_values_and_gradients():
+  x = jax.random.normal(jax.random.key(2), (2, 8, 8, 3))
+  w = jax.random.normal(jax.random.key(3), (5, 5, 3, 4))
+  ref_f = lambda w, x: jnp.sin(lax.conv_general_dilated(
+      x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))).sum()
+  ours_f = lambda w, x: jnp.sin(conv_same(x, w)).sum()
+  chex.assert_trees_all_close(ours_f(w, x), ref_f(w, x), rtol=1e-5)
+  chex.assert_trees_all_close(jax.grad(ours_f, (0, 1))(w, x), jax.grad(ref_f, (0, 1))(w, x),
+                              atol=1e-3, rtol=1e-3)
+  # Under vmap (clients with their own kernels) it still computes the same thing.
+  ws = jnp.stack([w, 2 * w])
+  chex.assert_trees_all_close(jax.vmap(jax.grad(ours_f), (0, None))(ws, x),
+                              jax.vmap(jax.grad(ref_f), (0, None))(ws, x), atol=1e-3, rtol=1e-3)
+
+
+def test_cnn_formulations_agree():
+  im2col_task = make_task("cnn", "classification", 10, (28, 28, 1), conv_impl="im2col")
+  xla_task = make_task("cnn", "classification", 10, (28, 28, 1), conv_impl="xla")
+  params = im2col_task.init(jax.random.key(0))
+  x = jax.random.uniform(jax.random.key(1), (4, 28, 28, 1))
+  y = jnp.arange(4)
+  m = jnp.ones(4, bool)
+  chex.assert_trees_all_close(xla_task.apply(params, x), im2col_task.apply(params, x),
+                              atol=1e-4, rtol=1e-4)
+  g1 = jax.grad(lambda p: im2col_task.mean_loss(p, x, y, m)[0])(params)
+  g2 = jax.grad(lambda p: xla_task.mean_loss(p, x, y, m)[0])(params)
+  chex.assert_trees_all_close(g1, g2, atol=1e-4, rtol=1e-3)
 
 
 def test_pool_equals_reduce_window():

@@ -1,6 +1,8 @@
 """Federated datasets: loaders, partitioners and the padded client arrays."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from fedpriv.config import Config, ConfigError
@@ -120,8 +122,7 @@ def load_dataset(cfg: Config) -> FederatedDataset:
       ds = ds.select_clients(keep)
       ds.info.update(clients=cfg.num_clients)
     if limit_te:
-      ds = FederatedDataset(**{**ds.__dict__, "test": EvalData(
-          *(np.asarray(a)[:limit_te] for a in ds.test))})
+      ds = dataclasses.replace(ds, test=EvalData(*(np.asarray(a)[:limit_te] for a in ds.test)))
     return ds
   name = cfg.dataset[len("tfds:"):]
   try:

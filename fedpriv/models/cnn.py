@@ -30,13 +30,16 @@ def torch_bias_init(fan_in: int):
 class CNN(nn.Module):
   """McMahan et al.'s CNN for small images (H and W divisible by 4)."""
   num_classes: int = 10
+  conv_impl: str = "im2col"
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     cin = x.shape[-1]
-    x = PatchConv(32, 5, torch_kernel_init, torch_bias_init(25 * cin), name="conv1")(x)
+    x = PatchConv(32, 5, self.conv_impl, torch_kernel_init, torch_bias_init(25 * cin),
+                  name="conv1")(x)
     x = max_pool_2x2(nn.relu(x))
-    x = PatchConv(64, 5, torch_kernel_init, torch_bias_init(25 * 32), name="conv2")(x)
+    x = PatchConv(64, 5, self.conv_impl, torch_kernel_init, torch_bias_init(25 * 32),
+                  name="conv2")(x)
     x = max_pool_2x2(nn.relu(x))
     x = x.reshape(x.shape[0], -1)
     x = nn.Dense(512, kernel_init=torch_kernel_init,

@@ -2,9 +2,16 @@
 
 XLA:CPU runs a convolution's weight gradient inside a while loop (our local training
 scan) through a slow generic emitter, and under `vmap` the convolution becomes a grouped
-convolution with no fast path at all (see docs/results/performance.md). Writing the
-convolution as an explicit im2col (pad, k*k static slices, concat) followed by one
-matmul gives XLA only slices and dots, which it fuses and batches well, on CPU and GPU.
+convolution with no fast path at all (see docs/results/performance.md). Two
+formulations avoid both:
+
+- "im2col": an explicit im2col (pad, k*k static slices, concat) followed by one matmul:
+  XLA sees only slices and dots, which it fuses and batches well under `vmap`.
+- "xla": XLA's own convolution for the forward pass and the input gradient (both fast,
+  also inside loops), with the weight gradient computed as an im2col matmul by a custom
+  VJP. Fastest when the convolution is NOT vmapped (one client at a time, or
+  evaluation); under `vmap` it turns into a grouped convolution again.
+
 Max-pooling by reshape + max avoids `reduce_window`, whose gradient
 (select-and-scatter) is slow in loops too.
 """
@@ -15,6 +22,7 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 
 def im2col(x: jax.Array, kernel_size: int) -> jax.Array:
@@ -33,14 +41,56 @@ def im2col(x: jax.Array, kernel_size: int) -> jax.Array:
   return jnp.concatenate(taps, axis=-1)
 
 
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _xla_conv(x, kernel):
+  return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DN)
+
+
+@jax.custom_vjp
+def conv_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """SAME, stride-1 convolution (NHWC, HWIO) with an im2col weight gradient."""
+  return _xla_conv(x, kernel)
+
+
+def _conv_same_fwd(x, kernel):
+  return _xla_conv(x, kernel), (x, kernel)
+
+
+def _conv_same_bwd(res, g):
+  x, kernel = res
+  k, _, cin, cout = kernel.shape
+  # dL/dW: patches^T @ dL/dY, a plain matmul (XLA's own weight-gradient convolution is
+  # the slow path inside loops).
+  dw = jnp.einsum("bhwp,bhwo->po", im2col(x, k), g).reshape(k, k, cin, cout)
+  # dL/dX: the convolution of dL/dY with the flipped kernel, inputs and outputs swapped.
+  dx = _xla_conv(g, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
+  return dx, dw
+
+
+conv_same.defvjp(_conv_same_fwd, _conv_same_bwd)
+
+
+def im2col_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  k, _, cin, cout = kernel.shape
+  return jnp.einsum("bhwp,po->bhwo", im2col(x, k), kernel.reshape(k * k * cin, cout))
+
+
+CONV_IMPLS = {"im2col": im2col_conv, "xla": conv_same}
+
+
 class PatchConv(nn.Module):
   """A SAME, stride-1 2-D convolution computed as im2col + matmul.
 
   Parameters are named and shaped like `flax.linen.Conv` (`kernel` HWIO, `bias`), so
-  checkpoints and initializations move freely between the two.
+  checkpoints and initializations move freely between the two. `impl` picks the
+  formulation ("im2col" or "xla", see the module docstring); both compute the same
+  function with the same parameters.
   """
   features: int
   kernel_size: int = 5
+  impl: str = "im2col"
   kernel_init: Callable[..., Any] = nn.initializers.lecun_normal()
   bias_init: Callable[..., Any] = nn.initializers.zeros_init()
 
@@ -49,9 +99,9 @@ class PatchConv(nn.Module):
     k, cin = self.kernel_size, x.shape[-1]
     kernel = self.param("kernel", self.kernel_init, (k, k, cin, self.features))
     bias = self.param("bias", self.bias_init, (self.features,))
-    patches = im2col(x, k)
-    y = jnp.einsum("bhwp,po->bhwo", patches, kernel.reshape(k * k * cin, self.features))
-    return y + bias
+    if self.impl not in CONV_IMPLS:
+      raise ValueError(f"unknown conv impl {self.impl!r}; use one of {sorted(CONV_IMPLS)}")
+    return CONV_IMPLS[self.impl](x, kernel) + bias
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:

@@ -12,12 +12,12 @@ from fedpriv.models.cnn import CNN
 from fedpriv.models.lstm import CharLSTM
 from fedpriv.models.transformer import CharTransformer
 
-# model name -> (task kinds it serves, constructor(num_classes, example_shape))
-MODELS: dict[str, tuple[tuple[str, ...], Callable[[int, tuple], nn.Module]]] = {
-    "cnn": (("classification",), lambda n, shape: CNN(num_classes=n)),
-    "lstm": (("next_token",), lambda n, shape: CharLSTM(vocab_size=n)),
+# model name -> (task kinds it serves, constructor(num_classes, example_shape, conv_impl))
+MODELS: dict[str, tuple[tuple[str, ...], Callable[..., nn.Module]]] = {
+    "cnn": (("classification",), lambda n, shape, impl: CNN(num_classes=n, conv_impl=impl)),
+    "lstm": (("next_token",), lambda n, shape, impl: CharLSTM(vocab_size=n)),
     "transformer": (("next_token",),
-                    lambda n, shape: CharTransformer(vocab_size=n, max_len=shape[0])),
+                    lambda n, shape, impl: CharTransformer(vocab_size=n, max_len=shape[0])),
 }
 
 
@@ -32,6 +32,11 @@ class Task(NamedTuple):
   kind: str
   model: nn.Module
   example_shape: tuple
+  eval_model: nn.Module | None = None  # same params, formulated for forward-only use
+
+  def for_eval(self) -> "Task":
+    """The task with its forward-only formulation (same parameters, same function)."""
+    return self if self.eval_model is None else self._replace(model=self.eval_model)
 
   def init(self, key: jax.Array):
     dummy = jnp.zeros((1,) + tuple(self.example_shape),
@@ -58,10 +63,23 @@ class Task(NamedTuple):
     return loss_sum / jnp.maximum(count, 1.0), (loss_sum, correct, count)
 
 
-def make_task(model: str, kind: str, num_classes: int, example_shape: tuple) -> Task:
+def make_task(model: str, kind: str, num_classes: int, example_shape: tuple,
+              conv_impl: str = "im2col") -> Task:
+  """Builds a task.
+
+  Args:
+    model: "cnn", "lstm" or "transformer".
+    kind: the dataset's task kind ("classification" or "next_token").
+    num_classes: classes, or vocabulary size.
+    example_shape: the shape of one input example.
+    conv_impl: convolution formulation for training ("im2col" or "xla", see
+      `fedpriv.models.layers`); evaluation always uses XLA's forward convolution.
+  """
   if model not in MODELS:
     raise ValueError(f"unknown model {model!r}; known: {sorted(MODELS)}")
   kinds, ctor = MODELS[model]
   if kind not in kinds:
     raise ValueError(f"model {model!r} does not fit a {kind} dataset (it serves {kinds})")
-  return Task(model, kind, ctor(num_classes, tuple(example_shape)), tuple(example_shape))
+  shape = tuple(example_shape)
+  return Task(model, kind, ctor(num_classes, shape, conv_impl), shape,
+              eval_model=ctor(num_classes, shape, "xla"))

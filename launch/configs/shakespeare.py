@@ -7,8 +7,13 @@
                                                          server pretrained on held-out plays
                                                          (fedqsn.p1/p2/bits/block_size/
                                                          aggregation; p1=p2=0, bits=32: FedAvg)
+    --config=launch/configs/shakespeare.py:private       the LSTM with the whole
+        update-privacy stack (mask, clip, 12-bit quantization, distributed discrete
+        Gaussian noise calibrated to epsilon 8 at delta 1e-4, SecAgg+ with dropouts)
 """
 import ml_collections
+
+from launch.configs.privacy_defaults import privacy_defaults
 
 
 def get_config(preset: str = "lstm") -> ml_collections.ConfigDict:
@@ -29,9 +34,11 @@ def get_config(preset: str = "lstm") -> ml_collections.ConfigDict:
   c.server_learning_rate = 1.0
   c.seed = 0
   c.eval_every = 5
+  c.checkpoint_every = 5
   c.eval_batch_size = 500
-  c.chunk_size = 2
+  c.chunk_size = 1
   c.unroll = 1
+  c.conv_impl = "auto"
   c.num_devices = 0
   c.max_examples_per_client = 64
   c.data_dir = ""
@@ -40,14 +47,33 @@ def get_config(preset: str = "lstm") -> ml_collections.ConfigDict:
   c.seq_len = 80
   c.min_chars = 2000
   c.test_fraction = 0.2
+  c.privacy = privacy_defaults()
   if preset == "lstm":
     pass
+  elif preset == "private":
+    # Speaking roles are the clients; with only a few hundred of them client-level DP
+    # is expensive, so the budget is looser than Fashion-MNIST's (epsilon 8 at 1e-4).
+    c.clients_per_round = 40
+    c.rounds = 30
+    c.eval_every = 10
+    c.privacy.enabled = True
+    c.privacy.mask_ratio = 0.9
+    c.privacy.clip = 0.5
+    c.privacy.bits = 12
+    c.privacy.noise = "distributed"
+    c.privacy.target_epsilon = 8.0
+    c.privacy.delta = 1e-4
+    c.privacy.secagg = True
+    c.privacy.secagg_neighbors = 12
+    c.privacy.secagg_threshold = 0.67
+    c.privacy.dropout = 0.05
   elif preset in ("transformer", "fedqsn"):
     c.model = "transformer"
     c.client_optimizer = "adam"
-    c.learning_rate = 1e-3
+    c.learning_rate = 3e-3  # 0.3677 after 60 rounds vs 0.3181 at 1e-3 (docs/results)
   else:
-    raise ValueError(f"unknown shakespeare preset {preset!r}; use lstm, transformer or fedqsn")
+    raise ValueError(f"unknown shakespeare preset {preset!r}; "
+                     "use lstm, transformer, fedqsn or private")
   if preset == "fedqsn":
     c.rounds = 30
     c.eval_every = 10
