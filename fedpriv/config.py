@@ -213,6 +213,14 @@ class Config:
             f"fedqsn masks hidden units of {FEDQSN_MODELS} only, got {self.model!r}")
     if self.privacy.enabled:
       self.privacy.check_cohort(self.clients_per_round)
+    if self.fedqsn.enabled and self.privacy.enabled:
+      check("fedqsn.aggregation", self.fedqsn.aggregation == "delta",
+            "must be 'delta' with update privacy (the privacy mechanism bounds updates; "
+            f"'average' would overwrite the model with unbounded values), got "
+            f"{self.fedqsn.aggregation!r}")
+      check("fedqsn.upload_bits", self.fedqsn.upload_bits == 32,
+            "must be 32 with update privacy (privacy.bits quantizes the upload), got "
+            f"{self.fedqsn.upload_bits}")
 
   @classmethod
   def from_dict(cls, values: dict[str, Any], prefix: str = "") -> "Config":

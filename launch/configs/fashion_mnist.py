@@ -10,6 +10,8 @@
         6,000 clients of 10 examples, 100 per round; mask 90% of the update, clip,
         12-bit quantization, distributed discrete Gaussian noise calibrated to
         epsilon 4 at delta 1e-5, secure aggregation (SecAgg+, 16 neighbours, 5% dropouts)
+    --config=launch/configs/fashion_mnist.py:full       both tiers: :private's uplink, with
+        FedQSN proxies of a server-pretrained model on the downlink (:fedqsn's knobs)
 """
 import ml_collections
 
@@ -57,7 +59,7 @@ def get_config(preset: str = "fedavg") -> ml_collections.ConfigDict:
     c.rounds = 20
     c.eval_every = 5
     c.fedqsn = fedqsn_group()
-  elif preset == "private":
+  elif preset in ("private", "full"):
     # Client-level DP needs a large population and cohort: Fashion-MNIST's 60,000
     # training images over 6,000 clients, 100 sampled per round (q = 1/60).
     c.num_clients = 6000
@@ -77,13 +79,17 @@ def get_config(preset: str = "fedavg") -> ml_collections.ConfigDict:
     c.privacy.secagg_neighbors = 16
     c.privacy.secagg_threshold = 0.67
     c.privacy.dropout = 0.05
+    if preset == "full":
+      # Both tiers: the server pretrains on 6,000 images no client holds and sends
+      # FedQSN proxies; the other 54,000 images are spread over the 6,000 clients.
+      c.fedqsn = fedqsn_group()
   elif preset == "fedadam":
     c.partition = "dirichlet"
     c.server_optimizer = "adam"
     c.server_learning_rate = 0.01
   else:
     raise ValueError(f"unknown fashion_mnist preset {preset!r}; "
-                     "use fedavg, fedadam, fedqsn or private")
+                     "use fedavg, fedadam, fedqsn, private or full")
   return c
 
 
