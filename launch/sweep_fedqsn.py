@@ -3,6 +3,7 @@ the extraction attacks on each, and writes the tables and the plot.
 
     python -m launch.sweep_fedqsn --dataset=fashion_mnist --out=runs/fedqsn
     python -m launch.sweep_fedqsn --dataset=shakespeare --out=runs/fedqsn
+    python -m launch.sweep_fedqsn --dataset=fashion_mnist --set=rounds=10,num_clients=100
     python -m launch.sweep_fedqsn --report --out=runs/fedqsn --plot=docs/results/fedqsn.png
 
 Each run is `python -m launch.extract --config=launch/configs/DATASET.py:fedqsn` with the
@@ -26,6 +27,8 @@ _OUT = flags.DEFINE_string("out", "runs/fedqsn", "Folder for the runs.")
 _ONLY = flags.DEFINE_list("only", [], "Run only these configurations (names).")
 _REPORT = flags.DEFINE_bool("report", False, "Write the tables and the plot from finished runs.")
 _PLOT = flags.DEFINE_string("plot", "docs/results/fedqsn.png", "Where --report puts the plot.")
+_SET = flags.DEFINE_list("set", [], "Extra config overrides for every run, KEY=VALUE "
+                         "(e.g. rounds=10,train_limit=20000): smaller sweeps.")
 
 # name -> (what it is, fedqsn overrides). p1=p2=0 and bits=32 is FedAvg.
 RUNS = {
@@ -49,6 +52,7 @@ def command(dataset: str, name: str, out: pathlib.Path) -> list[str]:
   args = [sys.executable, "-m", "launch.extract",
           f"--config=launch/configs/{dataset}.py:fedqsn", f"--workdir={out / dataset / name}",
           f"--config.fedqsn.pretrain_cache_dir={out / 'pretrain_cache'}", *ATTACK_FLAGS]
+  args += [f"--config.{kv}" for kv in _SET.value]
   return args + [f"--config.fedqsn.{k}={v}" for k, v in overrides.items()]
 
 

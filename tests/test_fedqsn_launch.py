@@ -1,6 +1,5 @@
-"""The FedQSN presets end to end: p1=p2=0 and bits=32 is plain FedAvg from the same
-pretrained start; launch.extract trains, measures and attacks; bad values exit 2."""
-import dataclasses
+"""The FedQSN presets end to end: p1=p2=0 and bits=32 builds plain FedAvg's round;
+launch.extract trains, measures and attacks; bad values exit 2."""
 import json
 
 import jax
@@ -9,7 +8,7 @@ import pytest
 
 from fedpriv import keys as keylib
 from fedpriv.config import Config
-from fedpriv.fedavg import PlainDownlink, PlainUplink
+from fedpriv.fedqsn.aggregation import FedQSNUplink
 from fedpriv.fedqsn.pretrain import Pretrain
 from fedpriv.fedqsn.proxy import FedQSNDownlink
 from fedpriv.train import build
@@ -29,33 +28,20 @@ def tiny_cfg(top=None, **fedqsn):
   return Config.from_dict(values)
 
 
-def test_preset_without_masks_or_quantization_is_fedavg_from_the_pretrained_start():
-  # SGD: Adam's normalisation would turn last-bit differences of fused sums into
-  # differences of a whole step on coordinates with tiny gradients.
-  exp = build(tiny_cfg({"client_optimizer": "sgd", "learning_rate": 0.5},
-                       p1=0.0, p2=0.0, bits=32))
-  assert isinstance(exp.algorithm.downlink, FedQSNDownlink)
+def test_preset_without_masks_or_quantization_is_fedavg():
+  # The round itself equals FedAvg's for these settings
+  # (test_fedqsn_aggregation::test_no_masking_no_quantization_is_plain_fedavg); here:
+  # the preset builds that round, with the server's own data and its pretraining.
+  exp = build(tiny_cfg(p1=0.0, p2=0.0, bits=32))
+  down, up = exp.algorithm.downlink, exp.algorithm.uplink
+  assert isinstance(down, FedQSNDownlink) and isinstance(up, FedQSNUplink)
+  assert up.mode == "delta" and up.scale == 1.0 and up.upload_bits == 32
   assert exp.data.server is not None and exp.data.info["server_plays"]
-  pretrain = next(h for h in exp.hooks if isinstance(h, Pretrain))
-  base = keylib.base_key(exp.cfg.seed)
-  init = exp.task.init(keylib.init_key(base))
-  start = pretrain.on_start(exp, init)
-  assert any(float(np.abs(a - b).max()) > 1e-4
-             for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(init)))
-  plain = dataclasses.replace(exp.algorithm, downlink=PlainDownlink(), uplink=PlainUplink())
-  pop = jax.tree.map(np.asarray, exp.data.train)
-  results = []
-  for algo in (exp.algorithm, plain):
-    state, fn = algo.init(start), jax.jit(algo.run_round)
-    for _ in range(2):
-      state, _ = fn(state, pop, base)
-    results.append(state.params)
-  # Equal up to float rounding: every coordinate agrees to within 1% of the largest update.
-  moved = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
-              for a, b in zip(jax.tree.leaves(results[1]), jax.tree.leaves(start)))
-  diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
-             for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])))
-  assert moved > 1e-3 and diff < 1e-2 * moved, (moved, diff)
+  assert any(isinstance(h, Pretrain) for h in exp.hooks)
+  params = exp.task.init(keylib.init_key(keylib.base_key(exp.cfg.seed)))
+  received = down.client_model(params, jax.random.key(5))
+  jax.tree.map(np.testing.assert_array_equal, received.params, params)
+  assert all(bool(np.all(np.asarray(v) == 1)) for v in jax.tree.leaves(received.visible))
 
 
 def test_extract_trains_measures_and_attacks(tmp_path):
