@@ -88,13 +88,15 @@ def _row(name: str, s: dict, base: dict | None) -> str:
   q = s["config"]["fedqsn"]
   pct = lambda v: f"{100 * v:.1f}"
   delta = "" if base is None else f"{100 * (s['test_accuracy'] - base['test_accuracy']):+.1f}"
-  gap = s["test_accuracy"] - s["best_attacker_accuracy"]
+  attacked = "best_attacker_accuracy" in s  # a run trained without launch.extract: no attacks
+  gap = f"{100 * (s['test_accuracy'] - s['best_attacker_accuracy']):.1f}" if attacked else "n/a"
+  attacker = pct(s["best_attacker_accuracy"]) if attacked else "not run"
+  alone = pct(s["training_alone_accuracy"]) if attacked else "not run"
   agg = q["aggregation"] + (f", up {q['upload_bits']}b" if q["upload_bits"] != 32 else "")
   return (f"| {name} | {kind} | {q['p1']:g} | {q['p2']:g} | {q['bits']} | {agg} | "
           f"{pct(s['test_accuracy'])} | {delta} | {pct(s['server_masked_accuracy'])} | "
           f"{pct(s['client_proxy_accuracy_before'])} | {pct(s['client_proxy_accuracy_after'])} | "
-          f"{pct(s['best_attacker_accuracy'])} | {100 * gap:.1f} | "
-          f"{pct(s['training_alone_accuracy'])} | {s['downlink_bits_per_param']:.2f} |")
+          f"{attacker} | {gap} | {alone} | {s['downlink_bits_per_param']:.2f} |")
 
 
 HEADER = ("| run | kind | p1 | p2 | bits | aggregation | global | vs FedAvg | server-masked | "
@@ -104,11 +106,12 @@ HEADER = ("| run | kind | p1 | p2 | bits | aggregation | global | vs FedAvg | se
 
 
 def summaries(out: pathlib.Path, dataset: str) -> dict:
+  """Finished runs, with or without the attacks (a run trained by launch.train)."""
   found = {}
   for name in RUNS:
-    workdir = out / dataset / name
-    if done(workdir):
-      found[name] = json.loads((workdir / "summary.json").read_text())
+    path = out / dataset / name / "summary.json"
+    if path.exists():
+      found[name] = json.loads(path.read_text())
   return found
 
 
@@ -138,18 +141,20 @@ def report(out: pathlib.Path, plot: str) -> None:
       x = s["downlink_bits_per_param"]
       color = {"FedAvg": "black", "FedQSN": "tab:blue", "quantization only": "tab:green",
                "masking only": "tab:orange"}[RUNS[name][0]]
-      ax.plot([x, x], [100 * s["best_attacker_accuracy"], 100 * s["test_accuracy"]],
-              color=color, alpha=0.5)
       ax.scatter([x], [100 * s["test_accuracy"]], color=color, marker="o")
-      ax.scatter([x], [100 * s["best_attacker_accuracy"]], color=color, marker="x")
+      if "best_attacker_accuracy" in s:
+        ax.plot([x, x], [100 * s["best_attacker_accuracy"], 100 * s["test_accuracy"]],
+                color=color, alpha=0.5)
+        ax.scatter([x], [100 * s["best_attacker_accuracy"]], color=color, marker="x")
       ax.annotate(name, (x, 100 * s["test_accuracy"]), fontsize=7, rotation=30)
     if base is not None:
       ax.axhline(100 * base["test_accuracy"], color="black", ls="--", lw=0.8,
                  label="FedAvg global")
       ax.axhline(100 * base["test_accuracy"] - 15, color="red", ls=":", lw=0.8,
                  label="goal: attacker <= FedAvg - 15")
-      ax.axhline(100 * base["training_alone_accuracy"], color="gray", ls="-.", lw=0.8,
-                 label="a client training alone")
+      if "training_alone_accuracy" in base:
+        ax.axhline(100 * base["training_alone_accuracy"], color="gray", ls="-.", lw=0.8,
+                   label="a client training alone")
     ax.set_xscale("log")
     ax.set_xlabel("downlink bits / parameter")
     ax.set_ylabel("test accuracy (%)  o: global model, x: best attacker")

@@ -1,5 +1,6 @@
 """The FedQSN presets end to end: p1=p2=0 and bits=32 builds plain FedAvg's round;
-launch.extract trains, measures and attacks; bad values exit 2."""
+launch.extract trains (with update privacy on the uplink too), measures and attacks;
+bad values exit 2."""
 import json
 
 import jax
@@ -12,6 +13,7 @@ from fedpriv.fedqsn.aggregation import FedQSNUplink
 from fedpriv.fedqsn.pretrain import Pretrain
 from fedpriv.fedqsn.proxy import FedQSNDownlink
 from fedpriv.train import build
+from launch.configs import fashion_mnist as fmnist_presets
 from launch.configs import shakespeare as shakespeare_presets
 from test_launch import launch
 
@@ -44,22 +46,32 @@ def test_preset_without_masks_or_quantization_is_fedavg():
   assert all(bool(np.all(np.asarray(v) == 1)) for v in jax.tree.leaves(received.visible))
 
 
-def test_extract_trains_measures_and_attacks(tmp_path):
+def test_extract_with_update_privacy_trains_measures_attacks_and_reports_epsilon(tmp_path):
+  # Both tiers, as in fashion_mnist.py:full (its privacy group, sized for 3 clients per
+  # round), on the tiny Shakespeare transformer: two rounds, the protection metrics,
+  # the accountant's epsilon, and the attacks.
   workdir = tmp_path / "run"
   args = [f"--config.{k}={v}" for k, v in TINY.items()]
   args += [f"--config.fedqsn.{k}={v}" for k, v in TINY_Q.items()]
+  privacy = dict(fmnist_presets.get_config("full").privacy.to_dict(), secagg_neighbors=2,
+                 dropout=0.0, target_epsilon=20.0)
+  args += [f"--config.privacy.{k}={v}" for k, v in privacy.items()]
   r = launch("--config=launch/configs/shakespeare.py:fedqsn", f"--workdir={workdir}",
-             "--config.rounds=1", "--config.fedqsn.bits=2", "--attackers=2", "--colluders=3",
+             "--config.rounds=2", "--config.fedqsn.bits=2", "--attackers=2", "--colluders=3",
              "--epochs_factor=1", *args, module="launch.extract")
   assert r.returncode == 0, r.stderr[-3000:]
   rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   keys = {"test_accuracy", "server_masked_accuracy", "client_proxy_accuracy_before",
           "client_proxy_accuracy_after", "protection_gap", "downlink_bits_per_param"}
-  assert len(rows) == 1 and keys <= set(rows[0])
+  assert [row["round"] for row in rows] == [1, 2] and keys <= set(rows[0])
   summary = json.loads((workdir / "summary.json").read_text())
   assert keys | {"best_attacker_accuracy", "training_alone_accuracy",
                  "server_pretrained_accuracy"} <= set(summary)
-  assert summary["downlink_bits_per_param"] < 4  # NF2 + masks
+  assert 0 < rows[0]["epsilon"] < rows[1]["epsilon"] == summary["epsilon"] <= 20
+  # The ledger's downlink: NF2 proxies of the unmasked units, plus a mask seed and secure
+  # aggregation's messages; the uplink: a tenth of the coordinates as ring elements.
+  assert summary["downlink_bits_per_param"] < 4
+  assert 0 < summary["uplink_bits_per_param"] < 4
   attacks = json.loads((workdir / "attacks.json").read_text())
   assert len(attacks["attacks"]["last_proxy"]["after"]) == 2
   assert attacks["attacks"]["colluders"]["k"] == 3

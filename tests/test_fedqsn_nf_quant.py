@@ -43,7 +43,7 @@ def _blocks(w, block_size):
           for i in range(0, cols.shape[1], block_size)]
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(shape=st.sampled_from([(7, 3), (5, 5, 2, 4), (64, 8), (3, 1), (130, 2)]),
        bits=st.integers(2, 8), block_size=st.sampled_from([1, 4, 16, 64]),
        seed=st.integers(0, 2 ** 16), spread=st.floats(1e-3, 1e3))
