@@ -94,15 +94,16 @@ def _row(name: str, s: dict, base: dict | None) -> str:
   alone = pct(s["training_alone_accuracy"]) if attacked else "not run"
   agg = q["aggregation"] + (f", up {q['upload_bits']}b" if q["upload_bits"] != 32 else "")
   return (f"| {name} | {kind} | {q['p1']:g} | {q['p2']:g} | {q['bits']} | {agg} | "
-          f"{pct(s['test_accuracy'])} | {delta} | {pct(s['server_masked_accuracy'])} | "
+          f"{pct(s['test_accuracy'])} | {delta} | {pct(s['eval_set_global_accuracy'])} | "
+          f"{pct(s['server_masked_accuracy'])} | "
           f"{pct(s['client_proxy_accuracy_before'])} | {pct(s['client_proxy_accuracy_after'])} | "
           f"{attacker} | {gap} | {alone} | {s['downlink_bits_per_param']:.2f} |")
 
 
-HEADER = ("| run | kind | p1 | p2 | bits | aggregation | global | vs FedAvg | server-masked | "
-          "client before | client after | best attacker | global - attacker | "
-          "training alone | downlink bits/param |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+HEADER = ("| run | kind | p1 | p2 | bits | aggregation | global | vs FedAvg | "
+          "global (proxy eval set) | server-masked | client before | client after | "
+          "best attacker | global - attacker | training alone | downlink bits/param |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def summaries(out: pathlib.Path, dataset: str) -> dict:
@@ -132,8 +133,9 @@ def report(out: pathlib.Path, plot: str) -> None:
     s0 = next(iter(runs.values()))
     lines += ["", f"Server-pretrained model: {100 * s0['server_pretrained_accuracy']:.1f}% "
               f"(trained on {s0['server_examples']} server examples); proxy metrics on "
-              f"{s0['fedqsn_eval_examples']} test examples; global and attackers on the "
-              f"whole test set."]
+              f"{s0['fedqsn_eval_examples']} test examples (the columns from 'global (proxy "
+              f"eval set)' to 'client after'); global and attackers on all "
+              f"{s0['data_info']['test_examples']} test examples."]
     text = "\n".join(lines)
     (out / f"{dataset}.md").write_text(text + "\n")
     print(text + "\n")
