@@ -131,11 +131,15 @@ def report(out: pathlib.Path, plot: str) -> None:
     base = runs.get("fedavg")
     lines = [f"### {dataset}", "", HEADER] + [_row(n, s, base) for n, s in runs.items()]
     s0 = next(iter(runs.values()))
+    info = s0["data_info"]
+    n_test = info.get("test_examples", info.get("test_windows"))
+    if s0["config"]["test_limit"]:  # Shakespeare reports its windows before the limit
+      n_test = min(n_test, s0["config"]["test_limit"])
     lines += ["", f"Server-pretrained model: {100 * s0['server_pretrained_accuracy']:.1f}% "
               f"(trained on {s0['server_examples']} server examples); proxy metrics on "
               f"{s0['fedqsn_eval_examples']} test examples (the columns from 'global (proxy "
               f"eval set)' to 'client after'); global and attackers on all "
-              f"{s0['data_info']['test_examples']} test examples."]
+              f"{n_test} test examples."]
     text = "\n".join(lines)
     (out / f"{dataset}.md").write_text(text + "\n")
     print(text + "\n")
