@@ -23,6 +23,8 @@ Sections:
                 uplink (mask 90% of coordinates, clip, 12-bit quantization, distributed
                 discrete Gaussian noise, secure aggregation of all 10 clients), the
                 host-side key agreement and sharing included in each round's time.
+  full          `private` plus FedQSN's proxy downlink (p1 0.5, p2 0.2, NF4 blocks of 64,
+                built per client inside the round): both tiers.
   breakdown     where a round's time goes: compile vs run, and the run split into local
                 training (the clients' map alone), aggregation (the full round minus
                 that) and the server update, by timing nested variants of the round.
@@ -40,7 +42,7 @@ import time
 from absl import app, flags
 
 _SECTIONS = flags.DEFINE_list("sections", ["fedavg", "ceiling_seq", "ceiling_vmap",
-                                           "private", "breakdown", "scaling"],
+                                           "private", "full", "breakdown", "scaling"],
                               "Measurements to run, in order.")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Rounds per measurement (first is warm-up).")
 _CHUNK = flags.DEFINE_integer("chunk_size", 1, "Clients vmapped together.")
@@ -216,8 +218,9 @@ def run_ceiling_vmap(rounds, chunk, unroll):
                  conv_impl=_impl(chunk))
 
 
-def run_private(rounds, chunk, unroll):
-  """The pinned round with the whole update-privacy stack (see the module docstring)."""
+def run_private(rounds, chunk, unroll, proxy=False):
+  """The pinned round with the whole update-privacy stack (see the module docstring);
+  with `proxy`, clients also receive FedQSN proxies instead of the model."""
   jax, jnp, np, workload, task, params, population = _setup(_impl(chunk))
   import optax  # pylint: disable=import-outside-toplevel
   from fedpriv import keys as keylib  # pylint: disable=import-outside-toplevel
@@ -232,12 +235,22 @@ def run_private(rounds, chunk, unroll):
   mech = make_mechanism(privacy, num_clients=100, cohort=workload.CLIENTS_PER_ROUND,
                         rounds=20, size=size)
   uplink = PrivateUplink(mech, unravel, workload.SEED)
+  base = keylib.base_key(workload.SEED)
+  links = {"uplink": uplink}
+  if proxy:
+    from fedpriv.fedqsn.private_uplink import PrivateProxyUplink  # pylint: disable=import-outside-toplevel
+    from fedpriv.fedqsn.proxy import FedQSNDownlink  # pylint: disable=import-outside-toplevel
+    from fedpriv.fedqsn.units import model_spec  # pylint: disable=import-outside-toplevel
+    shapes = jax.eval_shape(lambda: params)
+    downlink = FedQSNDownlink.make(model_spec("cnn", shapes), shapes, base, p1=0.5, p2=0.2,
+                                   client_mask="exact", bits=4, block_size=64)
+    links = {"downlink": downlink, "uplink": PrivateProxyUplink.make(uplink, downlink)}
   algo = FedAvg(task=task, client_optimizer=optax.sgd(workload.LR),
                 server_optimizer=optax.sgd(1.0), clients_per_round=workload.CLIENTS_PER_ROUND,
                 local_epochs=1, batch_size=workload.BATCH, chunk_size=chunk, unroll=unroll,
-                uplink=uplink)
+                **links)
+  uplink = algo.uplink
   pop = jax.tree.map(jnp.asarray, population)
-  base = keylib.base_key(workload.SEED)
   sample = jax.jit(lambda ids, pos, rnd: algo.pad_cohort(
       ids, keylib.round_key(base, rnd), batches=(pos, jnp.ones(pos.shape, bool))))
 
@@ -264,16 +277,17 @@ def run_private(rounds, chunk, unroll):
 
   state, times, losses = _time_rounds(step, state, inputs, rounds)
   stages_s = _privacy_stages_s(jax, jnp, algo, state.params, cohort, server_ctx, base, rounds)
-  return _result("private", times, compile_s, losses, chunk_size=chunk, unroll=unroll,
+  return _result("full" if proxy else "private", times, compile_s, losses, chunk_size=chunk,
+                 unroll=unroll,
                  conv_impl=_impl(chunk), host_step_s=statistics.median(host_s[1:] or host_s),
                  privacy_stages_s=stages_s, ring_bits=mech.ring_bits, kept=mech.keep,
                  parameters=size)
 
 
 def _privacy_stages_s(jax, jnp, algo, params, cohort, server_ctx, base, rounds):
-  """Seconds of the uplink alone for one round: every client's encode (mask, clip,
-  quantize, noise, secure-aggregation mask) on a stand-in trained model, the sum, and
-  the server's decode; no local training."""
+  """Seconds of the privacy stages alone for one round: every client's proxy (when the
+  downlink builds one) and encode (mask, clip, quantize, noise, secure-aggregation mask)
+  of a stand-in trained model, the sum, and the server's decode; no local training."""
   from fedpriv import keys as keylib  # pylint: disable=import-outside-toplevel
   from fedpriv.cohort import map_reduce  # pylint: disable=import-outside-toplevel
   from fedpriv.fedavg import ClientResult  # pylint: disable=import-outside-toplevel
@@ -285,8 +299,9 @@ def _privacy_stages_s(jax, jnp, algo, params, cohort, server_ctx, base, rounds):
 
     def one(shared, client):
       cid, _, ckey, _, ctx = client
-      trained = jax.tree.map(lambda p: p + 1e-3 * (cid + 1).astype(p.dtype), shared)
-      result = ClientResult(shared, trained, None, jnp.float32(600.0))
+      received = algo.downlink.client_model(shared, keylib.stage_key(ckey, keylib.PROXY))
+      trained = jax.tree.map(lambda p: p + 1e-3 * (cid + 1).astype(p.dtype), received.params)
+      result = ClientResult(received.params, trained, received.visible, jnp.float32(600.0))
       key = keylib.stage_key(ckey, keylib.PRIVATIZE)
       return uplink.encode(result, key, context=(round_ctx, ctx)), ()
 
@@ -412,6 +427,7 @@ SECTIONS = {
     "ceiling_seq": lambda: run_ceiling_seq(_ROUNDS.value, _CHUNK.value, _UNROLL.value),
     "ceiling_vmap": lambda: run_ceiling_vmap(_ROUNDS.value, _CHUNK.value, _UNROLL.value),
     "private": lambda: run_private(_ROUNDS.value, _CHUNK.value, _UNROLL.value),
+    "full": lambda: run_private(_ROUNDS.value, _CHUNK.value, _UNROLL.value, proxy=True),
     "scaling": lambda: run_scaling(_COHORT.value, _SCALING_CHUNK.value, 1,
                                    max(_ROUNDS.value // 2, 2)),
     "breakdown": lambda: run_breakdown(_ROUNDS.value, _CHUNK.value, _UNROLL.value),
@@ -492,12 +508,14 @@ def main(argv):
       got = ", ".join(f"round {k}: {fed['train_loss'][k - 1]:.4f} (peers {v})"
                       for k, v in REFERENCE_LOSSES.items() if k <= len(fed["train_loss"]))
       print(f"loss cross-check: {got}")
-    if "private" in by:
-      ratio = by["private"]["sec_per_round_median"] / fed["sec_per_round_median"]
-      cpu = by["private"]["cpu_s_per_round_median"] / fed["cpu_s_per_round_median"]
-      print(f"private / fedavg round time = {ratio:.2f} (CPU time {cpu:.2f}; host step "
-            f"{by['private']['host_step_s'] * 1e3:.1f} ms, privacy stages alone "
-            f"{by['private']['privacy_stages_s']:.2f} s)")
+    for name in ("private", "full"):
+      if name not in by:
+        continue
+      ratio = by[name]["sec_per_round_median"] / fed["sec_per_round_median"]
+      cpu = by[name]["cpu_s_per_round_median"] / fed["cpu_s_per_round_median"]
+      print(f"{name} / fedavg round time = {ratio:.2f} (CPU time {cpu:.2f}; host step "
+            f"{by[name]['host_step_s'] * 1e3:.1f} ms, privacy stages alone "
+            f"{by[name]['privacy_stages_s']:.2f} s)")
     ceilings = [by[c] for c in ("ceiling_seq", "ceiling_vmap") if c in by]
     if ceilings:
       best = max(c["examples_per_sec"] for c in ceilings)
