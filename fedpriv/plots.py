@@ -55,7 +55,8 @@ def _pyplot():
   return plt
 
 
-def save_image_grid(rows, path, row_labels=None, title: str = "", scale: float = 0.9):
+def save_image_grid(rows, path, row_labels=None, title: str = "", scale: float = 0.9,
+                    col_labels=None):
   """Writes a PNG of images in rows (e.g. originals above reconstructions).
 
   Args:
@@ -63,14 +64,15 @@ def save_image_grid(rows, path, row_labels=None, title: str = "", scale: float =
     path: the PNG to write.
     row_labels: optional text left of each row.
     title: optional figure title.
+    col_labels: optional text above each column.
   """
   import numpy as np  # pylint: disable=import-outside-toplevel
   plt = _pyplot()
   rows = [np.asarray(r) for r in rows]
   cols = max(len(r) for r in rows)
-  fig, axes = plt.subplots(len(rows), cols, figsize=(scale * cols + (1.6 if row_labels else 0),
-                                                     scale * len(rows) + (0.4 if title else 0)),
-                           squeeze=False)
+  fig, axes = plt.subplots(len(rows), cols, figsize=(
+      scale * cols + (1.6 if row_labels else 0),
+      scale * len(rows) + (0.4 if title else 0) + (0.3 if col_labels else 0)), squeeze=False)
   for i, row in enumerate(rows):
     for j in range(cols):
       ax = axes[i][j]
@@ -83,6 +85,8 @@ def save_image_grid(rows, path, row_labels=None, title: str = "", scale: float =
         ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
     if row_labels:
       axes[i][0].set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=8)
+  for j, label in enumerate(col_labels or []):
+    axes[0][j].set_title(label, fontsize=7)
   if title:
     fig.suptitle(title, fontsize=9)
   fig.tight_layout(pad=0.2)

@@ -9,7 +9,8 @@ workdir:
   attack.json        one flat object per setting: defense, batch_size, local_steps,
                      psnr, ssim (means over the victim images of all trials), ...
   images/NAME.png    originals (top) and matched reconstructions, first trial
-  reconstructions.png  the first trial of every setting, one row each
+  reconstructions.png  the first trial of every setting, one column each (when all
+                     settings share one batch size, hence the same victims)
 """
 from __future__ import annotations
 
@@ -171,8 +172,11 @@ def run(cfg: AttackConfig, workdir, log=print) -> list[dict]:
         if not overview:
           overview, overview_labels = [first[0]], ["original"]
         overview.append(first[1])
-        overview_labels.append(name)
+        overview_labels.append(f"{d.name}\n{steps} step{'s' if steps > 1 else ''}")
         _atomic_json(workdir / "attack.json", rows)
   if len({r["batch_size"] for r in rows}) == 1:  # same victims in every row
-    plots.save_image_grid(overview, workdir / "reconstructions.png", overview_labels)
+    columns = [np.asarray(c) for c in overview]  # one column per setting, a row per image
+    plots.save_image_grid([np.stack([c[i] for c in columns]) for i in range(len(columns[0]))],
+                          workdir / "reconstructions.png", col_labels=overview_labels,
+                          scale=1.0)
   return rows
