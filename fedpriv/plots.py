@@ -153,3 +153,35 @@ def plot_roc(curves: dict, path, title: str = "", bounds: dict | None = None):
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return pathlib.Path(path)
+
+
+def plot_runs(runs, path, labels=None, metric: str = "test_accuracy", baseline=None,
+              baseline_label: str = "baseline", title: str = ""):
+  """`metric` per round of several workdirs (their metrics.jsonl) on one figure.
+
+  Raises:
+    ValueError: a workdir has no metrics.jsonl records, or labels do not match runs.
+  """
+  labels = list(labels or runs)
+  if len(labels) != len(runs):
+    raise ValueError("labels: one label per run")
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6, 3.6))
+  for run, label in zip(runs, labels):
+    records = [r for r in read_metrics(run) if metric in r]
+    if not records:
+      raise ValueError(f"{run} has no metrics.jsonl records with {metric!r}")
+    ax.plot([r["round"] for r in records], [r[metric] for r in records], marker="o",
+            ms=3, label=label)
+  if baseline is not None:
+    ax.axhline(baseline, color="gray", ls="--", label=baseline_label)
+  ax.set_xlabel("round")
+  ax.set_ylabel(metric.replace("_", " "))
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  if title:
+    ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return pathlib.Path(path)
