@@ -130,9 +130,11 @@ def deployment_config(train_cfg, defense: Defense, clip: float, delta: float):
     DefenseUnavailable: fedpriv.privacy is missing.
   """
   require_privacy(defense)
-  if not defense.enabled:
+  if not privacy_available():
     return train_cfg
   from fedpriv.config import PrivacyConfig  # pylint: disable=import-outside-toplevel
+  if not defense.enabled:  # "none" means none, whatever the train config enabled
+    return dataclasses.replace(train_cfg, privacy=PrivacyConfig())
   fields = {"clip": clip, "delta": delta, **defense.privacy}
   try:
     privacy = PrivacyConfig(**fields)
