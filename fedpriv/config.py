@@ -8,6 +8,7 @@ starts. Nested groups (e.g. `fedqsn`, `privacy`) are dataclasses of their own.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any
 
@@ -83,6 +84,7 @@ class Config:
   seq_len: int = 80
   min_chars: int = 2000
   test_fraction: float = 0.2
+  privacy: "PrivacyConfig" = dataclasses.field(default_factory=lambda: PrivacyConfig())
 
   def __post_init__(self):
     _check_types(self)
@@ -133,6 +135,8 @@ class Config:
     check("min_chars", self.min_chars >= 1, f"must be >= 1, got {self.min_chars}")
     check("test_fraction", 0 < self.test_fraction < 1,
           f"must be in (0, 1), got {self.test_fraction}")
+    if self.privacy.enabled:
+      self.privacy.check_cohort(self.clients_per_round)
 
   @classmethod
   def from_dict(cls, values: dict[str, Any], prefix: str = "") -> "Config":
@@ -193,3 +197,105 @@ def _from_dict(cls, values: dict[str, Any], prefix: str):
     if prefix and not e.option.startswith(prefix):
       raise ConfigError(prefix + e.option, str(e).split(": ", 1)[1]) from None
     raise
+
+
+NOISE_KINDS = ("none", "central", "distributed")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PrivacyConfig:
+  """Update privacy (see fedpriv/privacy): what each client does to its update.
+
+  Stages, in the order they run: `mask_ratio` p (a random fraction p of the
+  coordinates is dropped, the same for every client of a round, survivors scaled by
+  d/k), `clip` C (L2 clip, after the mask), `bits` b (unbiased stochastic quantization
+  to 2^b levels over [-C, C]; 0 = float32), `noise` ("none"; "central": the server adds
+  N(0, (z * sensitivity)^2) to the sum; "distributed": each client adds a discrete
+  Gaussian share, so the sum of the survivors carries the full noise), with
+  `noise_multiplier` z, or `target_epsilon` (> 0: z is calibrated before training so
+  that epsilon at `delta` after all rounds is at most this; 0 = off), and `secagg`
+  (pairwise-masked sums in Z_(2^ring_bits) with X25519 seeds and Shamir shares;
+  `secagg_threshold` is the fraction of a client's share holders needed to recover its
+  secrets, `secagg_neighbors` the neighbours per client (0 = all: Bonawitz et al.;
+  an even number: SecAgg+'s sparse graph), `dropout` the fraction of the cohort that
+  drops out after sharing keys, `ring_bits` 0 = the smallest ring that holds the sum).
+  """
+  enabled: bool = False
+  clip: float = 1.0
+  mask_ratio: float = 0.0
+  bits: int = 0
+  noise: str = "none"
+  noise_multiplier: float = 0.0
+  target_epsilon: float = 0.0
+  delta: float = 1e-5
+  secagg: bool = False
+  secagg_threshold: float = 0.67
+  secagg_neighbors: int = 0
+  dropout: float = 0.0
+  ring_bits: int = 0
+
+  def __post_init__(self):
+    _check_types(self)
+    check("clip", self.clip > 0, f"must be > 0, got {self.clip}")
+    check("mask_ratio", 0 <= self.mask_ratio < 1, f"must be in [0, 1), got {self.mask_ratio}")
+    check("bits", self.bits == 0 or 1 <= self.bits <= 16,
+          f"must be 0 (float32) or in [1, 16], got {self.bits}")
+    check("noise", self.noise in NOISE_KINDS, f"must be one of {NOISE_KINDS}, got {self.noise!r}")
+    check("noise_multiplier", self.noise_multiplier >= 0,
+          f"must be >= 0, got {self.noise_multiplier}")
+    check("target_epsilon", self.target_epsilon >= 0,
+          f"must be > 0, or 0 for off, got {self.target_epsilon}")
+    check("delta", 0 < self.delta < 1, f"must be in (0, 1), got {self.delta}")
+    check("secagg_threshold", 0.5 < self.secagg_threshold <= 1,
+          f"must be in (0.5, 1], got {self.secagg_threshold}")
+    check("secagg_neighbors", self.secagg_neighbors >= 0 and self.secagg_neighbors % 2 == 0,
+          f"must be 0 (all) or an even number >= 2, got {self.secagg_neighbors}")
+    check("dropout", 0 <= self.dropout < 1, f"must be in [0, 1), got {self.dropout}")
+    check("ring_bits", self.ring_bits == 0 or 2 <= self.ring_bits <= 32,
+          f"must be 0 (sized automatically) or in [2, 32], got {self.ring_bits}")
+    if not self.enabled:
+      return
+    if self.noise == "none":
+      check("noise_multiplier", self.noise_multiplier == 0,
+            "is set but noise is 'none': choose noise 'central' or 'distributed'")
+      check("target_epsilon", self.target_epsilon == 0,
+            "needs noise: set noise to 'central' or 'distributed'")
+    else:
+      check("noise_multiplier", self.noise_multiplier > 0 or self.target_epsilon > 0,
+            f"noise {self.noise!r} needs noise_multiplier > 0 or target_epsilon > 0")
+    if self.secagg:
+      check("bits", self.bits >= 1,
+            "secure aggregation sums integers: set bits (e.g. 8) so updates are quantized")
+      check("noise", self.noise != "central",
+            "'central' noise with secagg would show the server a noiseless sum: use "
+            "'distributed'")
+    else:
+      check("noise", self.noise != "distributed",
+            "'distributed' noise is only sound behind secure aggregation: set secagg or "
+            "use 'central'")
+      check("dropout", self.dropout == 0, "dropouts are simulated by secure aggregation "
+            "only: set secagg or dropout 0")
+    if self.noise == "distributed":
+      check("bits", self.bits >= 1, "distributed noise is integer-valued: set bits")
+
+  def check_cohort(self, cohort: int) -> None:
+    """Refuses secure-aggregation settings that no round of `cohort` clients can meet."""
+    if not self.secagg:
+      return
+    check("privacy.secagg", cohort >= 2, f"needs at least 2 clients per round, got {cohort}")
+    if self.secagg_neighbors:
+      check("privacy.secagg_neighbors", self.secagg_neighbors < cohort,
+            f"must be < clients_per_round={cohort}, got {self.secagg_neighbors}")
+    survivors = cohort - int(self.dropout * cohort)
+    group = (self.secagg_neighbors or cohort - 1) + 1
+    need = secagg_threshold_count(self.secagg_threshold, group)
+    worst = group - (cohort - survivors)  # every dropout in one client's group
+    check("privacy.dropout", worst >= need,
+          f"{cohort - survivors} of {cohort} clients drop out, which can leave a client "
+          f"with fewer than its threshold of {need} share holders (of {group}); "
+          "lower dropout or secagg_threshold")
+
+
+def secagg_threshold_count(fraction: float, group: int) -> int:
+  """The Shamir threshold t for a group of `group` share holders."""
+  return max(2, min(group, math.ceil(fraction * group - 1e-9)))

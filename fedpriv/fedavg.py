@@ -48,11 +48,14 @@ class Cohort(NamedTuple):
     keys: `[m]` client keys.
     batches: optional `([m, steps, batch], [m, steps, batch])` fixed minibatch
       schedules (used by the pinned benchmark workload); None derives them from keys.
+    context: optional per-client inputs of the uplink, `[m, ...]` (e.g. secure
+      aggregation's mask seeds, made on the host by `uplink.prepare_round`).
   """
   client_ids: jax.Array
   valid: jax.Array
   keys: jax.Array
   batches: Any = None
+  context: Any = None
 
 
 class ClientModel(NamedTuple):
@@ -181,8 +184,8 @@ class FedAvg:
 
   def client_update(self, shared, client):
     """One client's round; vmapped over the cohort by `map_reduce`."""
-    params, population = shared
-    cid, valid, ckey, batches = client
+    params, population, round_context = shared
+    cid, valid, ckey, batches, context = client
     x, y, mask = population.x[cid], population.y[cid], population.mask[cid]
     if batches is None:
       batches = client_batches(keylib.stage_key(ckey, keylib.SHUFFLE), mask,
@@ -200,7 +203,11 @@ class FedAvg:
     valid = valid & finite
     weight = jnp.where(valid, mask.sum().astype(jnp.float32), 0.0)
     result = ClientResult(received.params, trained, received.visible, weight)
-    message = self.uplink.encode(result, keylib.stage_key(ckey, keylib.PRIVATIZE))
+    pkey = keylib.stage_key(ckey, keylib.PRIVATIZE)
+    if round_context is None:
+      message = self.uplink.encode(result, pkey)
+    else:  # uplinks with `round_context` also see the round's and their own context
+      message = self.uplink.encode(result, pkey, context=(round_context, context))
     message = jax.tree.map(lambda m: jnp.where(valid, m, jnp.zeros_like(m)), message)
     vf = valid.astype(jnp.float32)
     zero_if_dropped = lambda v: jnp.where(valid, v, 0.0)
@@ -211,16 +218,32 @@ class FedAvg:
     return summed, kept
 
   def apply(self, state: ServerState, population: ClientData, cohort: Cohort,
-            base_key: jax.Array | None = None):
-    """Runs one round for a given cohort; returns `(new_state, metrics)`."""
+            base_key: jax.Array | None = None, server_context: Any = None):
+    """Runs one round for a given cohort; returns `(new_state, metrics)`.
+
+    An uplink with a `round_context(params, key)` method gets it computed once per
+    round from the public key `server_key(round, UPLINK_PUBLIC)` and passed, with the
+    client's `cohort.context` row, to `encode(..., context=)`, and with
+    `server_context` (e.g. secure aggregation's rebuilt seeds) to `decode(..., context=)`.
+    """
     population = jax.tree.map(jnp.asarray, population)
-    total, per_client = sharded_map_reduce(
-        self.client_update, (state.params, population), tuple(cohort),
-        chunk_size=self.chunk_size, mesh=self.mesh)
     rnd = state.round + 1
-    skey = None if base_key is None else keylib.server_key(
-        keylib.round_key(base_key, rnd), keylib.SERVER_NOISE)
-    mean_update = self.uplink.decode(total["message"], state.params, skey)
+    rkey = None if base_key is None else keylib.round_key(base_key, rnd)
+    round_context = None
+    if hasattr(self.uplink, "round_context"):
+      if rkey is None:
+        raise ValueError("this uplink needs the base key: apply(..., base_key=)")
+      round_context = self.uplink.round_context(
+          state.params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC))
+    total, per_client = sharded_map_reduce(
+        self.client_update, (state.params, population, round_context), tuple(cohort),
+        chunk_size=self.chunk_size, mesh=self.mesh)
+    skey = None if rkey is None else keylib.server_key(rkey, keylib.SERVER_NOISE)
+    if round_context is None:
+      mean_update = self.uplink.decode(total["message"], state.params, skey)
+    else:
+      mean_update = self.uplink.decode(total["message"], state.params, skey,
+                                       context=(round_context, server_context))
     neg = jax.tree.map(jnp.negative, mean_update)
     updates, opt_state = self.server_optimizer.update(neg, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -19,6 +19,7 @@ _CLIENTS, _SERVER = 0, 1
 # Server purposes.
 SAMPLE_CLIENTS = 0
 SERVER_NOISE = 1
+UPLINK_PUBLIC = 2  # randomness every client of a round shares (e.g. the update mask)
 # Client stages. Privatizer chains fold their own stage index in on top of PRIVATIZE.
 SHUFFLE = 0
 PRIVATIZE = 1

@@ -77,6 +77,11 @@ def build(cfg: Config) -> Experiment:
   example_shape = tuple(data.train.x.shape[2:])
   task = make_task(cfg.model, data.task, data.num_classes, example_shape,
                    conv_impl=cfg.resolved_conv_impl)
+  seams, hooks = {}, []
+  if cfg.privacy.enabled:  # update privacy: fedpriv/privacy
+    from fedpriv.privacy import setup as privacy  # pylint: disable=import-outside-toplevel
+    seams["uplink"], report = privacy.build(cfg, task, data.train.num_clients)
+    hooks.append(report)
   algorithm = FedAvg(
       task=task,
       client_optimizer=optimizers.client_optimizer(cfg),
@@ -87,8 +92,9 @@ def build(cfg: Config) -> Experiment:
       chunk_size=min(cfg.chunk_size, cfg.clients_per_round),
       unroll=cfg.unroll,
       mesh=mesh,
+      **seams,
   )
-  return Experiment(cfg, data, task, algorithm)
+  return Experiment(cfg, data, task, algorithm, hooks)
 
 
 def num_params(params) -> int:
@@ -246,10 +252,30 @@ def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[s
     wd.keep_metrics_through(0)
 
   # One trace, one compile for the whole run: a retrace would mean shapes changed.
-  round_fn = jax.jit(chex.assert_max_traces(algo.run_round, n=1), donate_argnums=0)
+  # An uplink with a host-side `prepare_round` (secure aggregation's key agreement)
+  # splits the round: jitted sampling, the host step, then the jitted round itself.
+  prepare = getattr(algo.uplink, "prepare_round", None)
   eval_fn = jax.jit(lambda p, t: evaluate(task, p, t))
   t0 = time.perf_counter()
-  compiled_round = round_fn.lower(state, population, base).compile()
+  if prepare is None:
+    round_fn = jax.jit(chex.assert_max_traces(algo.run_round, n=1), donate_argnums=0)
+    compiled_round = round_fn.lower(state, population, base).compile()
+  else:
+    num = data.train.num_clients
+    sample_fn = jax.jit(lambda b, r: algo.sample_cohort(b, r, num))
+    apply_fn = jax.jit(chex.assert_max_traces(algo.apply, n=1), donate_argnums=0)
+    # The first round to run (after a resume, not round 1) is prepared once and
+    # used both to compile and to run.
+    prepared = {first: prepare(sample_fn(base, first), first)}
+    cohort0, server0, _ = prepared[first]
+    compiled_apply = apply_fn.lower(state, population, cohort0, base, server0).compile()
+
+    def compiled_round(state, population, base):
+      rnd = int(fetch(state.round)) + 1
+      cohort, server_ctx, info = (prepared.pop(rnd) if rnd in prepared
+                                  else prepare(sample_fn(base, rnd), rnd))
+      state, m = compiled_apply(state, population, cohort, base, server_ctx)
+      return state, {**m, **info}
   compiled_eval = eval_fn.lower(state.params, test).compile()
   compile_s = time.perf_counter() - t0
   log(f"fedpriv: {data.name} ({data.train.num_clients} clients, {n_params:,} params), "

@@ -271,7 +271,7 @@ def run_breakdown(rounds, chunk, unroll):
     # The clients' local training with nothing summed but the loss: no deltas, no
     # weighting, no server step.
     def one(shared, client):
-      cid, _, _, batches = client
+      cid, _, _, batches, _ = client
       trained, stats = local_train(task, algo.client_optimizer, shared, pop.x[cid],
                                    pop.y[cid], *batches, unroll=unroll)
       leaf = jax.tree.leaves(trained)[0]

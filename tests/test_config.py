@@ -38,3 +38,58 @@ def test_shakespeare_rules():
     Config(dataset="shakespeare", model="lstm", partition="iid")
   with pytest.raises(ConfigError, match="shakespeare needs"):
     Config(dataset="shakespeare", model="cnn", partition="natural")
+
+
+@pytest.mark.parametrize("values,match", [
+    ({"clip": 0.0}, r"clip: must be > 0"),
+    ({"mask_ratio": 1.0}, r"mask_ratio: must be in \[0, 1\)"),
+    ({"mask_ratio": -0.1}, r"mask_ratio: must be in \[0, 1\)"),
+    ({"bits": 17}, r"bits: must be 0 \(float32\) or in \[1, 16\]"),
+    ({"noise": "laplace"}, "noise: must be one of"),
+    ({"noise_multiplier": -1.0}, "noise_multiplier: must be >= 0"),
+    ({"target_epsilon": -1.0}, "target_epsilon: must be > 0, or 0 for off"),
+    ({"delta": 1.0}, r"delta: must be in \(0, 1\)"),
+    ({"delta": 0.0}, r"delta: must be in \(0, 1\)"),
+    ({"secagg_threshold": 0.5}, r"secagg_threshold: must be in \(0.5, 1\]"),
+    ({"secagg_neighbors": 3}, "secagg_neighbors: must be 0 .all. or an even number"),
+    ({"dropout": 1.0}, r"dropout: must be in \[0, 1\)"),
+    ({"ring_bits": 33}, r"ring_bits: must be 0 \(sized automatically\) or in \[2, 32\]"),
+    ({"noise": "central"}, "noise_multiplier: noise 'central' needs noise_multiplier > 0"),
+    ({"noise_multiplier": 1.0}, "noise_multiplier: is set but noise is 'none'"),
+    ({"target_epsilon": 4.0}, "target_epsilon: needs noise"),
+    ({"secagg": True}, "bits: secure aggregation sums integers"),
+    ({"secagg": True, "bits": 8, "noise": "central", "noise_multiplier": 1.0},
+     "noise: 'central' noise with secagg would show the server a noiseless sum"),
+    ({"noise": "distributed", "noise_multiplier": 1.0, "bits": 8},
+     "noise: 'distributed' noise is only sound behind secure aggregation"),
+    ({"dropout": 0.1}, "dropout: dropouts are simulated by secure aggregation only"),
+])
+def test_bad_privacy_values_are_refused(values, match):
+  with pytest.raises(ConfigError, match="config.privacy." + match):
+    Config.from_dict({"privacy": {"enabled": True, **values}})
+
+
+def test_secagg_threshold_must_survive_the_dropouts():
+  ok = {"enabled": True, "secagg": True, "bits": 8, "dropout": 0.2,
+        "secagg_threshold": 0.6}
+  Config.from_dict({"clients_per_round": 10, "privacy": ok})  # 8 of 10 left, t = 6
+  with pytest.raises(ConfigError, match="config.privacy.dropout: 5 of 10 clients drop out"):
+    Config.from_dict({"clients_per_round": 10, "privacy": {**ok, "dropout": 0.5}})
+  with pytest.raises(ConfigError, match="config.privacy.secagg_neighbors: must be < "):
+    Config.from_dict({"clients_per_round": 10,
+                      "privacy": {**ok, "dropout": 0.0, "secagg_neighbors": 10}})
+
+
+def test_ring_too_small_for_the_cohort_is_refused():
+  from fedpriv.privacy.mechanism import make_mechanism  # pylint: disable=import-outside-toplevel
+  from fedpriv.config import PrivacyConfig  # pylint: disable=import-outside-toplevel
+  cfg = PrivacyConfig(enabled=True, secagg=True, bits=8, ring_bits=10)
+  with pytest.raises(ConfigError, match="privacy.ring_bits: 10 bits can wrap"):
+    make_mechanism(cfg, num_clients=100, cohort=10, rounds=1, size=100)
+  big = PrivacyConfig(enabled=True, secagg=True, bits=16, noise="distributed",
+                      noise_multiplier=1e6)
+  with pytest.raises(ConfigError, match="privacy.ring_bits: .* more than 32"):
+    make_mechanism(big, num_clients=100, cohort=10, rounds=1, size=100)
+  sized = make_mechanism(PrivacyConfig(enabled=True, secagg=True, bits=8), num_clients=100,
+                         cohort=10, rounds=1, size=100)
+  assert 10 * 255 < 2 ** sized.ring_bits

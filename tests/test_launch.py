@@ -68,3 +68,30 @@ def test_bad_values_exit_2_with_one_line_and_write_nothing(tmp_path, args, needl
 def test_unknown_preset_is_refused(tmp_path):
   r = launch("--config=launch/configs/fashion_mnist.py:nope", f"--workdir={tmp_path}/w")
   assert r.returncode == 2 and "nope" in r.stderr and "Traceback" not in r.stderr
+
+
+@requires_fmnist
+def test_private_preset_end_to_end_reports_epsilon_and_bits(tmp_path):
+  workdir = tmp_path / "run"
+  r = launch("--config=launch/configs/fashion_mnist.py:private", f"--workdir={workdir}",
+             "--config.num_clients=40", "--config.clients_per_round=8", "--config.rounds=2",
+             "--config.train_limit=400", "--config.test_limit=100", "--config.chunk_size=4",
+             "--config.eval_every=1", "--config.eval_batch_size=50",
+             "--config.privacy.secagg_neighbors=4", "--config.privacy.dropout=0.0",
+             "--config.privacy.target_epsilon=20")
+  assert r.returncode == 0, r.stderr[-3000:]
+  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [l["round"] for l in lines] == [1, 2]
+  assert 0 < lines[0]["epsilon"] < lines[1]["epsilon"] <= 20
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["epsilon"] == lines[1]["epsilon"] and summary["delta"] == 1e-5
+  # 10% of the coordinates as ring elements plus the protocol's messages.
+  assert 0 < summary["uplink_bits_per_param"] < 3
+  assert summary["downlink_bits_per_param"] > 32
+
+
+def test_bad_privacy_option_exits_2(tmp_path):
+  r = launch("--config=launch/configs/fashion_mnist.py:private", f"--workdir={tmp_path}/w",
+             "--config.privacy.noise=central")
+  assert r.returncode == 2 and "Traceback" not in r.stderr
+  assert "config.privacy.noise: 'central' noise with secagg" in r.stderr

@@ -1,0 +1,183 @@
+"""The update-privacy mechanism of a run, derived once from the config.
+
+`Mechanism` holds every number the privatizers, secure aggregation, the accountant and
+the communication ledger use (coordinates kept, quantizer step, the per-client L2
+bound, noise standard deviations, ring size), so none of them is ever typed twice:
+the uplink adds noise from `mechanism.client_sigma` / `mechanism.central_sigma`, and
+the accountant reads the same object (`fedpriv.privacy.accounting`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from fedpriv.config import ConfigError, PrivacyConfig, secagg_threshold_count
+from fedpriv.privacy import accounting
+from fedpriv.privacy.privatizers import (codes_center, kept_count, quantizer_step,
+                                         rounding_norm_bound)
+from fedpriv.privacy.secagg import required_ring_bits
+
+
+@dataclasses.dataclass(frozen=True)
+class Mechanism:
+  """A run's privacy mechanism.
+
+  Attributes:
+    config: the privacy options it was made from.
+    num_clients: N, the population sampled from.
+    cohort: m, clients sampled per round (uniformly, without replacement).
+    rounds: rounds of training (the accountant composes this many).
+    size: d, parameters of the model.
+    noise_multiplier: z: the noise standard deviation on the sum is z times the
+      per-client L2 bound (calibrated from `target_epsilon` when that is set).
+  """
+  config: PrivacyConfig
+  num_clients: int
+  cohort: int
+  rounds: int
+  size: int
+  noise_multiplier: float
+
+  # -- sizes --------------------------------------------------------------------
+  @property
+  def keep(self) -> int:
+    """k, coordinates each client sends (all of them without masking)."""
+    return kept_count(self.size, self.config.mask_ratio)
+
+  @property
+  def mask_scale(self) -> float:
+    return self.size / self.keep
+
+  @property
+  def quantized(self) -> bool:
+    return self.config.bits > 0
+
+  @property
+  def noisy(self) -> bool:
+    return self.config.noise != "none"
+
+  @property
+  def step(self) -> float:
+    """Distance between quantizer levels (float units)."""
+    return quantizer_step(self.config.bits, self.config.clip)
+
+  # -- sensitivity ----------------------------------------------------------------
+  @property
+  def level_bound(self) -> float | None:
+    """Delta in levels: the bound conditional rounding enforces (None: not used)."""
+    if not (self.quantized and self.noisy):
+      return None
+    return rounding_norm_bound(self.config.clip, self.config.bits, self.keep)
+
+  @property
+  def l2_bound(self) -> float:
+    """Each client's contribution to the sum has L2 norm at most this (float units)."""
+    if self.level_bound is None:
+      return self.config.clip
+    return self.level_bound * self.step
+
+  # -- noise --------------------------------------------------------------------
+  @property
+  def survivors(self) -> int:
+    """Clients whose vectors reach the sum in every round."""
+    if not self.config.secagg:
+      return self.cohort
+    return self.cohort - int(self.config.dropout * self.cohort)
+
+  @property
+  def central_sigma(self) -> float:
+    """Std of the server's Gaussian noise on the sum (float units); 0 unless central."""
+    return self.noise_multiplier * self.l2_bound if self.config.noise == "central" else 0.0
+
+  @property
+  def sum_sigma_levels(self) -> float:
+    """Std of the distributed noise on the sum, in quantizer levels (0 unless distributed)."""
+    if self.config.noise != "distributed":
+      return 0.0
+    return self.noise_multiplier * self.level_bound
+
+  @property
+  def client_sigma(self) -> float:
+    """Each client's discrete Gaussian share (levels): the survivors' shares add to
+    `sum_sigma_levels`^2 in variance."""
+    return self.sum_sigma_levels / math.sqrt(self.survivors)
+
+  # -- secure aggregation -----------------------------------------------------------
+  @property
+  def group(self) -> int:
+    n = self.config.secagg_neighbors
+    return (n if n and n < self.cohort - 1 else self.cohort - 1) + 1
+
+  @property
+  def threshold(self) -> int:
+    return secagg_threshold_count(self.config.secagg_threshold, self.group)
+
+  @property
+  def dropouts(self) -> int:
+    return self.cohort - self.survivors
+
+  @property
+  def required_ring_bits(self) -> int:
+    return required_ring_bits(self.cohort, codes_center(self.config.bits),
+                              self.sum_sigma_levels)
+
+  @property
+  def ring_bits(self) -> int:
+    return self.config.ring_bits or self.required_ring_bits
+
+  @property
+  def uplink_value_bits(self) -> int:
+    """Bits per sent coordinate: ring elements, b-bit codes, or float32."""
+    if self.config.secagg:
+      return self.ring_bits
+    return self.config.bits if self.quantized else 32
+
+  def validate(self) -> None:
+    """Refuses what cannot work for this model and cohort (ConfigError)."""
+    cfg = self.config
+    if cfg.secagg:
+      need = self.required_ring_bits
+      if need > 32:
+        raise ConfigError("privacy.ring_bits", f"the sum of {self.cohort} clients' "
+                          f"{cfg.bits}-bit codes plus noise needs a {need}-bit ring, more "
+                          "than 32: use fewer bits or fewer clients per round")
+      if cfg.ring_bits and cfg.ring_bits < need:
+        raise ConfigError("privacy.ring_bits", f"{cfg.ring_bits} bits can wrap: the sum of "
+                          f"{self.cohort} clients' {cfg.bits}-bit codes plus 10 noise "
+                          f"standard deviations needs {need} (or 0 to size it)")
+    elif self.quantized and self.cohort * (2 ** cfg.bits - 1) >= 2 ** 31:
+      raise ConfigError("privacy.bits", f"{self.cohort} clients' {cfg.bits}-bit codes "
+                        "overflow an int32 sum")
+    if self.noisy and not self.noise_multiplier > 0:
+      raise ConfigError("privacy.noise_multiplier", "must be > 0 when noise is on")
+    if cfg.noise == "distributed" and self.client_sigma < 0.5:
+      raise ConfigError("privacy.noise_multiplier", f"each client's discrete Gaussian "
+                        f"share would have sigma {self.client_sigma:.3f} < 1/2 levels, "
+                        "below what the distributed-noise bound covers: use more bits")
+
+  def describe(self) -> dict:
+    """The derived numbers, for summary.json."""
+    out = {"privacy_keep": self.keep, "privacy_l2_bound": self.l2_bound,
+           "privacy_noise_multiplier": self.noise_multiplier,
+           "privacy_uplink_value_bits": self.uplink_value_bits}
+    if self.config.noise == "distributed":
+      out["privacy_client_sigma_levels"] = self.client_sigma
+    if self.config.secagg:
+      out.update(privacy_ring_bits=self.ring_bits, privacy_secagg_threshold=self.threshold,
+                 privacy_secagg_group=self.group, privacy_survivors=self.survivors)
+    return out
+
+
+def make_mechanism(cfg: PrivacyConfig, *, num_clients: int, cohort: int, rounds: int,
+                   size: int) -> Mechanism:
+  """Builds the mechanism; with `target_epsilon` calibrates z with the accountant first.
+
+  Raises:
+    ConfigError: the budget cannot be met or the ring cannot hold the sum.
+  """
+  mech = Mechanism(cfg, num_clients, cohort, rounds, size, cfg.noise_multiplier)
+  if cfg.target_epsilon > 0:
+    z = accounting.calibrate_noise_multiplier(mech)
+    mech = dataclasses.replace(mech, noise_multiplier=z)
+  mech.validate()
+  return mech

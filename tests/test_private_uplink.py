@@ -1,0 +1,147 @@
+"""The private uplink inside FedAvg rounds: float path equals FedAvg, secure aggregation
+decodes exactly what the plain quantized path decodes, masks share coordinates, the
+driver compiles once, and the ledger counts the bits that were encoded."""
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from conftest import tiny_population, tiny_task
+from fedpriv import keys as keylib
+from fedpriv import train
+from fedpriv.config import Config, PrivacyConfig
+from fedpriv.data.client_data import EvalData, FederatedDataset
+from fedpriv.fedavg import FedAvg
+from fedpriv.privacy import secagg, setup
+from fedpriv.privacy.privatizers import kept_count
+
+COHORT = 4
+
+
+def make(privacy: PrivacyConfig | None, num_clients=8, rounds=3, cohort=COHORT):
+  cfg = Config(num_clients=num_clients, clients_per_round=cohort, rounds=rounds,
+               privacy=privacy or PrivacyConfig())
+  task = tiny_task()
+  kw = {}
+  report = None
+  if privacy is not None:
+    kw["uplink"], report = setup.build(cfg, task, num_clients)
+  algo = FedAvg(task=task, client_optimizer=optax.sgd(0.1), server_optimizer=optax.sgd(1.0),
+                clients_per_round=cohort, local_epochs=1, batch_size=4, chunk_size=2, **kw)
+  return cfg, algo, report
+
+
+def one_round(algo, pop, base):
+  state = algo.init(algo.task.init(jax.random.key(0)))
+  cohort = algo.sample_cohort(base, 1, pop.mask.shape[0])
+  server_ctx = None
+  prepare = getattr(algo.uplink, "prepare_round", None)
+  if prepare is not None:
+    cohort, server_ctx, _ = prepare(cohort, 1)
+  new, _ = jax.jit(algo.apply)(state, pop, cohort, base, server_ctx)
+  return state, new
+
+
+def test_float_private_uplink_with_a_loose_clip_is_fedavg():
+  pop = jax.tree.map(jnp.asarray, tiny_population([8] * 8, seed=0))  # equal weights
+  base = keylib.base_key(1)
+  _, plain, _ = make(None)
+  _, private, _ = make(PrivacyConfig(enabled=True, clip=1e6))
+  _, a = one_round(plain, pop, base)
+  _, b = one_round(private, pop, base)
+  chex.assert_trees_all_close(a.params, b.params, atol=1e-6)
+
+
+def test_secure_aggregation_decodes_exactly_what_the_plain_quantized_sum_decodes():
+  pop = jax.tree.map(jnp.asarray, tiny_population([8, 5, 8, 7, 8, 6, 8, 8], seed=1))
+  base = keylib.base_key(2)
+  q = dict(enabled=True, clip=0.5, bits=10, mask_ratio=0.3)
+  _, quant, _ = make(PrivacyConfig(**q))
+  _, sec, _ = make(PrivacyConfig(**q, secagg=True))
+  _, a = one_round(quant, pop, base)
+  _, b = one_round(sec, pop, base)
+  # Same keys, same codes: the masked ring sum unmasks to the same integers.
+  chex.assert_trees_all_equal(a.params, b.params)
+
+
+def test_masking_moves_the_same_k_coordinates_for_everyone():
+  pop = jax.tree.map(jnp.asarray, tiny_population([8] * 8, seed=2))
+  _, algo, _ = make(PrivacyConfig(enabled=True, clip=10.0, mask_ratio=0.7))
+  before, after = one_round(algo, pop, keylib.base_key(3))
+  moved = sum(int((a != b).sum()) for a, b in zip(jax.tree.leaves(before.params),
+                                                   jax.tree.leaves(after.params)))
+  d = algo.uplink.mechanism.size
+  assert moved == kept_count(d, 0.7)
+
+
+def test_distributed_noise_behind_secagg_with_dropouts_adds_noise_of_the_planned_size():
+  pop = jax.tree.map(jnp.asarray, tiny_population([8] * 8, seed=3))
+  base = keylib.base_key(4)
+  common = dict(enabled=True, clip=0.5, bits=12, secagg=True, dropout=0.25,
+                secagg_threshold=0.6)
+  _, quiet, _ = make(PrivacyConfig(**common))
+  _, noisy, _ = make(PrivacyConfig(**common, noise="distributed", noise_multiplier=2.0))
+  mech = noisy.uplink.mechanism
+  assert mech.survivors == 3
+  _, a = one_round(quiet, pop, base)
+  _, b = one_round(noisy, pop, base)
+  diff = np.concatenate([np.ravel(x - y) for x, y in zip(jax.tree.leaves(b.params),
+                                                          jax.tree.leaves(a.params))])
+  # Noise on the mean: z * Delta (levels) * step / survivors per coordinate; the
+  # rounding differences between the two runs are far smaller.
+  expect = 2.0 * mech.l2_bound / mech.survivors
+  assert 0.7 * expect < diff.std() < 1.3 * expect
+
+
+def _dataset(pop, num_classes=3):
+  test = EvalData(np.asarray(pop.x[0]), np.asarray(pop.y[0]), np.asarray(pop.mask[0]))
+  return FederatedDataset("tiny", pop, test, num_classes, "classification",
+                          tuple(f"c{i}" for i in range(pop.mask.shape[0])))
+
+
+def test_driver_compiles_once_and_the_ledger_counts_encoded_bits(tmp_path):
+  pop = tiny_population([8] * 10, seed=4)
+  privacy = PrivacyConfig(enabled=True, clip=0.5, bits=8, mask_ratio=0.5, secagg=True,
+                          noise="distributed", noise_multiplier=1.0, dropout=0.25,
+                          secagg_threshold=0.6)
+  cfg, algo, report = make(privacy, num_clients=10, rounds=3)
+  exp = train.Experiment(cfg, _dataset(pop), algo.task, algo, [report])
+  summary = train.run(exp, tmp_path, log=lambda *_: None)  # assert_max_traces(n=1) inside
+  lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  assert len(lines) == 3 and all('"epsilon"' in l for l in lines)
+  mech = algo.uplink.mechanism
+  assert summary["delta"] == 1e-5 and np.isfinite(summary["epsilon"])
+  # One client's encoded message: k ring elements below 2^ring_bits.
+  cohort = algo.sample_cohort(keylib.base_key(0), 1, 10)
+  cohort, server_ctx, info = algo.uplink.prepare_round(cohort, 1)
+  state = algo.init(algo.task.init(jax.random.key(0)))
+  from fedpriv.fedavg import ClientResult  # pylint: disable=import-outside-toplevel
+  result = ClientResult(state.params, jax.tree.map(lambda p: p + 0.01, state.params), None,
+                        jnp.float32(8))
+  ctx = (algo.uplink.round_context(state.params, jax.random.key(1)),
+         jax.tree.map(lambda a: a[0], cohort.context))
+  msg = algo.uplink.encode(result, jax.random.key(2), context=ctx)["masked"]
+  assert msg.shape == (mech.keep,) and msg.dtype == jnp.uint32
+  assert int(msg.max()) < 2 ** mech.ring_bits
+  # The ledger: per sampled client, its vector (if it survived) + protocol bytes; the
+  # protocol bytes are the lengths of the messages the protocol produced.
+  g, share = mech.group - 1, secagg.SHARE_BYTES
+  survivor_bytes = 4 + 64 + g * (12 + 8 + 2 * share + 16) + (g + 1) * (4 + share)
+  dropout_bytes = 4 + 64 + g * (12 + 8 + 2 * share + 16)
+  survivors, cohort_size = mech.survivors, mech.cohort
+  up = (survivors * (msg.size * mech.ring_bits + 8 * survivor_bytes) +
+        (cohort_size - survivors) * 8 * dropout_bytes) / cohort_size
+  np.testing.assert_allclose(summary["uplink_bits_per_param"], up / mech.size, rtol=1e-12)
+  assert summary["downlink_bits_per_param"] > 32.0
+
+
+def test_plain_fedavg_ledger_is_32_bits_each_way(tmp_path):
+  pop = tiny_population([8] * 6, seed=5)
+  cfg, algo, report = make(PrivacyConfig(enabled=True, clip=1e6), num_clients=6, rounds=2)
+  exp = train.Experiment(cfg, _dataset(pop), algo.task, algo, [report])
+  summary = train.run(exp, tmp_path, log=lambda *_: None)
+  assert summary["uplink_bits_per_param"] == 32.0
+  assert summary["downlink_bits_per_param"] == 32.0

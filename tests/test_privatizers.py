@@ -1,0 +1,192 @@
+"""Privatizers: clipping bound, unbiased masking and quantization, exactly 2^b levels, the
+norm bound of conditional rounding, noise scales, and a key per chained stage.
+
+Statistical tests use fixed tolerances derived from the known variances (several
+standard errors), never hard-coded random draws."""
+from __future__ import annotations
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from fedpriv.privacy import privatizers as pv
+
+
+def _tree(seed, shapes, scale):
+  rng = np.random.default_rng(seed)
+  return {f"w{i}": jnp.asarray(scale * rng.normal(size=s), jnp.float32)
+          for i, s in enumerate(shapes)}
+
+
+shapes_st = st.lists(st.lists(st.integers(1, 5), min_size=0, max_size=3).map(tuple),
+                     min_size=1, max_size=4)
+
+
+@settings(max_examples=15, deadline=None)
+@given(shapes=shapes_st, scale=st.floats(1e-3, 1e3), clip=st.floats(1e-2, 10.0),
+       seed=st.integers(0, 2 ** 16))
+def test_clip_bound_holds_and_preserves_structure(shapes, scale, clip, seed):
+  tree = _tree(seed, shapes, scale)
+  p = pv.clip_l2(clip)
+  out, state = p.apply(tree, p.init(tree), jax.random.key(0))
+  chex.assert_trees_all_equal_shapes_and_dtypes(out, tree)
+  norm = float(pv.global_norm(out))
+  assert norm <= clip * (1 + 1e-5)
+  before = float(pv.global_norm(tree))
+  np.testing.assert_allclose(float(state.norm), before, rtol=1e-5)
+  if before <= clip:  # small updates pass unchanged
+    chex.assert_trees_all_close(out, tree, rtol=1e-6)
+  else:  # large ones keep their direction and land on the sphere
+    np.testing.assert_allclose(norm, clip, rtol=1e-5)
+
+
+def test_chain_gives_every_stage_its_own_key():
+  x = jnp.zeros((1000,))
+  p = pv.chain(pv.gaussian_noise(1.0), pv.gaussian_noise(1.0))
+  key = jax.random.key(3)
+  out, _ = p.apply(x, p.init(x), key)
+  one = pv.gaussian_noise(1.0)
+  n0, _ = one.apply(x, (), jax.random.fold_in(key, 0))
+  n1, _ = one.apply(x, (), jax.random.fold_in(key, 1))
+  np.testing.assert_allclose(out, n0 + n1, atol=1e-6)
+  # Two stages with one key would give 2 * n0 (perfectly correlated noise).
+  assert float(jnp.abs(out - 2 * n0).max()) > 0.5
+  # Same key, same output: the chain is a pure function.
+  again, _ = p.apply(x, p.init(x), key)
+  np.testing.assert_array_equal(out, again)
+
+
+def test_random_mask_keeps_k_coordinates_and_is_unbiased():
+  d, ratio, trials = 50, 0.8, 4000
+  x = jnp.asarray(np.random.default_rng(0).normal(size=d), jnp.float32)
+  mask = pv.random_mask(ratio, d)
+  k = pv.kept_count(d, ratio)
+  assert k == 10
+
+  def once(key):
+    v, _ = mask.apply(x, (), key)
+    return pv.unmask(v, key, d)
+
+  draws = jax.vmap(once)(jax.random.split(jax.random.key(1), trials))
+  assert draws.shape == (trials, d)
+  np.testing.assert_array_equal((draws != 0).sum(1), k)  # exactly k kept every time
+  kept = np.asarray(draws != 0)
+  np.testing.assert_allclose(np.asarray(draws)[kept] / np.broadcast_to(x, draws.shape)[kept],
+                             d / k, rtol=1e-5)
+  # E[draw] = x: each coordinate is x_i d/k with probability k/d, else 0.
+  var = np.asarray(x) ** 2 * (d / k - 1)
+  se = np.sqrt(var / trials)
+  err = np.abs(np.asarray(draws.mean(0)) - np.asarray(x))
+  assert (err <= 5 * se + 1e-6).all(), (err / se).max()
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 8])
+def test_quantizer_is_unbiased_and_range_is_fixed_by_the_bound(bits):
+  bound, trials = 1.0, 3000
+  x = jnp.linspace(-0.99, 0.99, 41)
+  q = pv.stochastic_quantize(bits, bound)
+  draws = jax.vmap(lambda k: q.apply(x, (), k)[0])(jax.random.split(jax.random.key(2), trials))
+  step = pv.quantizer_step(bits, bound)
+  se = math.sqrt(step ** 2 / 4 / trials)  # rounding variance <= step^2/4
+  err = np.abs(np.asarray(draws.mean(0)) - np.asarray(x))
+  assert (err <= 5 * se).all(), (err / se).max()
+  # Every output is one of the 2^b levels -bound + j*step, whatever the data's scale.
+  levels = -bound + step * np.arange(2 ** bits)
+  big = q.apply(1000.0 * x, (), jax.random.key(5))[0]
+  for out in (np.asarray(draws).ravel(), np.asarray(big)):
+    assert np.abs(out[:, None] - levels[None]).min(1).max() < 1e-5
+  assert float(jnp.abs(big).max()) <= bound + 1e-6
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3])
+def test_quantizer_uses_exactly_two_to_the_bits_levels(bits):
+  x = jnp.linspace(-1.0, 1.0, 2001)
+  codes = jax.vmap(lambda k: pv.quantize_codes(x, k, bits, 1.0))(
+      jax.random.split(jax.random.key(0), 20))
+  assert sorted(np.unique(np.asarray(codes)).tolist()) == list(range(2 ** bits))
+
+
+def test_conditional_rounding_never_exceeds_its_bound_even_on_fallback():
+  bits, clip, k = 4, 1.0, 400
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=k)
+  x = jnp.asarray(x / np.linalg.norm(x) * clip, jnp.float32)
+  bound = pv.rounding_norm_bound(clip, bits, k)
+  center = pv.codes_center(bits)
+  draw = jax.jit(lambda key: pv.conditional_codes(x, key, bits, clip, bound))
+  for i in range(20):
+    codes, tries = draw(jax.random.key(i))
+    assert float(jnp.linalg.norm(codes - center)) <= bound + 1e-4
+    assert int(tries) >= 1
+  # The fallback (no draw allowed) rounds every code toward the centre: its norm is at
+  # most sqrt(||x/step||^2 + k/4), and no randomized rounding can be shorter, so with
+  # the fallback's own norm as the bound random draws essentially never qualify.
+  fallback, tries = pv.conditional_codes(x, jax.random.key(0), bits, clip, bound, tries=0)
+  assert int(tries) == 0
+  f_norm = float(jnp.linalg.norm(fallback - center))
+  assert f_norm <= math.sqrt((clip / pv.quantizer_step(bits, clip)) ** 2 + k / 4) + 1e-4
+  codes, tries = pv.conditional_codes(x, jax.random.key(1), bits, clip, f_norm, tries=3)
+  assert int(tries) == 0
+  np.testing.assert_array_equal(codes, fallback)
+  assert int(codes.min()) >= 0 and int(codes.max()) <= 2 ** bits - 1
+
+
+def test_gaussian_noise_standard_deviation_matches():
+  n, sigma = 200_000, 0.37
+  out, _ = pv.gaussian_noise(sigma).apply(jnp.zeros((n,)), (), jax.random.key(0))
+  # The sample std of n normals has relative standard error 1/sqrt(2n) ~ 0.16%.
+  np.testing.assert_allclose(float(out.std()), sigma, rtol=5 / math.sqrt(2 * n))
+  assert abs(float(out.mean())) < 5 * sigma / math.sqrt(n)
+
+
+@pytest.mark.parametrize("sigma", [1.5, 40.0])
+def test_discrete_gaussian_matches_its_distribution(sigma):
+  n = 200_000
+  y = np.asarray(pv.sample_discrete_gaussian(jax.random.key(1), (n,), sigma))
+  assert y.dtype == np.int32
+  support = np.arange(-int(12 * sigma) - 2, int(12 * sigma) + 3)
+  pmf = np.exp(-support.astype(float) ** 2 / (2 * sigma ** 2))
+  pmf /= pmf.sum()
+  var = float((pmf * support ** 2).sum())
+  # Variance: relative standard error sqrt(2/n) for a near-normal variable.
+  np.testing.assert_allclose(y.var(), var, rtol=5 * math.sqrt(2 / n))
+  assert abs(y.mean()) < 5 * math.sqrt(var / n)
+  if sigma < 5:  # chi-square goodness of fit on the central atoms
+    from scipy import stats  # pylint: disable=import-outside-toplevel
+    atoms = np.arange(-4, 5)
+    observed = np.array([(y == a).sum() for a in atoms] + [(np.abs(y) > 4).sum()])
+    expect = np.array([pmf[support == a][0] for a in atoms] +
+                      [pmf[np.abs(support) > 4].sum()]) * n
+    p = stats.chisquare(observed, expect).pvalue
+    assert p > 1e-4, p
+
+
+def test_discrete_gaussian_noise_works_under_vmap_and_jit():
+  codes = jnp.zeros((3, 5000), jnp.int32)
+  p = pv.discrete_gaussian_noise(10.0)
+  out = jax.jit(jax.vmap(lambda c, k: p.apply(c, (), k)[0]))(
+      codes, jax.random.split(jax.random.key(0), 3))
+  assert out.dtype == jnp.int32 and out.shape == codes.shape
+  # Clients get independent noise.
+  assert float(jnp.corrcoef(out[0], out[1])[0, 1]) < 0.1
+  np.testing.assert_allclose(float(out.std()), 10.0, rtol=0.05)
+
+
+@settings(max_examples=8, deadline=None)
+@given(shapes=shapes_st, bits=st.integers(1, 8), bound=st.floats(0.1, 10.0),
+       seed=st.integers(0, 2 ** 16))
+def test_quantized_pytrees_keep_structure_and_land_on_levels(shapes, bits, bound, seed):
+  tree = _tree(seed, shapes, bound)
+  p = pv.chain(pv.clip_l2(bound), pv.stochastic_quantize(bits, bound))
+  out, _ = p.apply(tree, p.init(tree), jax.random.key(seed))
+  chex.assert_trees_all_equal_shapes_and_dtypes(out, tree)
+  step = pv.quantizer_step(bits, bound)
+  for leaf in jax.tree.leaves(out):
+    j = (np.asarray(leaf, np.float64) + bound) / step
+    assert np.all(np.abs(j - np.round(j)) < 1e-3) and j.min() > -1e-3
+    assert j.max() < 2 ** bits - 1 + 1e-3

@@ -1,0 +1,38 @@
+"""The sweep's rows are valid configs that switch on exactly the stage they name."""
+import importlib.util
+import os
+
+from conftest import ROOT
+from fedpriv.config import Config
+from launch import update_privacy_sweep as sweep
+
+
+def _preset():
+  spec = importlib.util.spec_from_file_location(
+      "fm", os.path.join(ROOT, "launch", "configs", "fashion_mnist.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config("private").to_dict()
+
+
+def test_every_row_is_a_valid_config_with_its_stage_on():
+  base = _preset()
+  rows = sweep.rows(base["privacy"])
+  assert list(rows) == ["fedavg", "mask", "clip", "quantize", "central_noise", "secagg",
+                        "stack"]
+  cfgs = {}
+  for name, overrides in rows.items():
+    privacy = {**base["privacy"], **(overrides or {})}
+    if overrides is None:
+      privacy["enabled"] = False
+    cfgs[name] = Config.from_dict({**base, "privacy": privacy}).privacy
+  assert not cfgs["fedavg"].enabled
+  assert cfgs["mask"].mask_ratio == 0.9 and cfgs["mask"].clip > 1e6
+  assert cfgs["clip"].clip == 0.1 and cfgs["clip"].bits == 0
+  assert cfgs["quantize"].bits == 12 and cfgs["quantize"].noise == "none"
+  assert cfgs["central_noise"].noise == "central" and not cfgs["central_noise"].secagg
+  assert cfgs["secagg"].secagg and cfgs["secagg"].noise == "none"
+  stack = cfgs["stack"]
+  assert (stack.mask_ratio, stack.bits, stack.noise, stack.secagg) == (0.9, 12,
+                                                                      "distributed", True)
+  assert stack.target_epsilon == 4.0
