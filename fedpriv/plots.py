@@ -102,6 +102,7 @@ def plot_xy(series: dict, path, xlabel: str, ylabel: str, title: str = "",
   `reference` is an optional `(y, label)` horizontal line (e.g. plain FedAvg).
   """
   plt = _pyplot()
+  import matplotlib.ticker  # pylint: disable=import-outside-toplevel
   fig, ax = plt.subplots(figsize=(5.5, 3.6))
   for label, (xs, ys) in series.items():
     pairs = sorted(zip(xs, ys))
@@ -110,11 +111,15 @@ def plot_xy(series: dict, path, xlabel: str, ylabel: str, title: str = "",
     ax.axhline(reference[0], color="gray", ls="--", label=reference[1])
   ax.set_xscale(xscale)
   ax.set_yscale(yscale)
+  xs_all = sorted({x for xs, _ in series.values() for x in xs})
+  if xscale == "log" and 1 < len(xs_all) <= 8:  # label the measured x values plainly
+    ax.set_xticks(xs_all, [f"{x:g}" for x in xs_all])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
   ax.set_xlabel(xlabel)
   ax.set_ylabel(ylabel)
   ax.grid(alpha=0.3)
   if len(series) > 1 or reference is not None:
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="best")
   if title:
     ax.set_title(title, fontsize=10)
   fig.tight_layout()
