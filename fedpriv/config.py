@@ -43,7 +43,9 @@ class Config:
   `train_limit`/`test_limit` (0 = all; small slices for tests), and for Shakespeare
   `seq_len`, `min_chars`, `test_fraction`.
 
-  Federation: `clients_per_round`, `rounds`, `local_epochs`, `batch_size`,
+  Federation: `clients_per_round`, `rounds`, `dropout` (the fraction of each round's
+  sampled clients whose update never arrives; with secure aggregation use
+  `privacy.dropout`, which drops clients after they have masked), `local_epochs`, `batch_size`,
   `learning_rate` and `client_optimizer` (+ `client_momentum`, `weight_decay`),
   `server_optimizer` and `server_learning_rate` (sgd with 1.0 is FedAvg).
 
@@ -61,6 +63,7 @@ class Config:
   num_clients: int = 100
   clients_per_round: int = 10
   rounds: int = 20
+  dropout: float = 0.0
   local_epochs: int = 1
   batch_size: int = 20
   learning_rate: float = 0.05
@@ -135,8 +138,12 @@ class Config:
     check("min_chars", self.min_chars >= 1, f"must be >= 1, got {self.min_chars}")
     check("test_fraction", 0 < self.test_fraction < 1,
           f"must be in (0, 1), got {self.test_fraction}")
+    check("dropout", 0 <= self.dropout < 1, f"must be in [0, 1), got {self.dropout}")
     if self.privacy.enabled:
       self.privacy.check_cohort(self.clients_per_round)
+      if self.privacy.secagg:
+        check("dropout", self.dropout == 0, "with secure aggregation clients drop out "
+              "after masking: set privacy.dropout instead")
 
   @classmethod
   def from_dict(cls, values: dict[str, Any], prefix: str = "") -> "Config":
@@ -273,8 +280,8 @@ class PrivacyConfig:
       check("noise", self.noise != "distributed",
             "'distributed' noise is only sound behind secure aggregation: set secagg or "
             "use 'central'")
-      check("dropout", self.dropout == 0, "dropouts are simulated by secure aggregation "
-            "only: set secagg or dropout 0")
+      check("dropout", self.dropout == 0, "is secure aggregation's (clients drop out "
+            "after masking): without secagg use the top-level dropout")
     if self.noise == "distributed":
       check("bits", self.bits >= 1, "distributed noise is integer-valued: set bits")
 

@@ -139,6 +139,9 @@ class FedAvg:
     chunk_size: clients vmapped together (memory grows with it, not with the cohort).
     unroll: unroll factor of the local-step scan.
     mesh: optional 1-D device mesh (axis "clients") to shard the cohort over.
+    dropout: fraction of each round's sampled clients (drawn from the round's
+      `DROPOUTS` server key) whose updates never arrive; secure aggregation simulates
+      its own dropouts, after masking, in its host step.
     downlink: what a client receives (default: the global model).
     uplink: what a client sends and how the server decodes the sum.
   """
@@ -151,6 +154,7 @@ class FedAvg:
   chunk_size: int = 1
   unroll: int = 1
   mesh: Mesh | None = None
+  dropout: float = 0.0
   downlink: Any = dataclasses.field(default_factory=PlainDownlink)
   uplink: Any = dataclasses.field(default_factory=PlainUplink)
 
@@ -175,6 +179,10 @@ class FedAvg:
   def pad_cohort(self, ids: jax.Array, rkey: jax.Array, batches=None) -> Cohort:
     pad = self.padded_cohort - ids.shape[0]
     valid = jnp.arange(self.padded_cohort) < ids.shape[0]
+    gone = int(self.dropout * ids.shape[0])
+    if gone:  # these sampled clients drop out: their updates never reach the server
+      order = jax.random.permutation(keylib.server_key(rkey, keylib.DROPOUTS), ids.shape[0])
+      valid = valid.at[order[:gone]].set(False)
     ids = jnp.concatenate([ids.astype(jnp.int32), jnp.zeros((pad,), jnp.int32)])
     if batches is not None and pad:
       batches = jax.tree.map(
@@ -252,6 +260,7 @@ class FedAvg:
         "train_loss": total["loss_sum"] / count,
         "train_accuracy": total["correct"] / count,
         "clients_dropped_nonfinite": total["dropped_nonfinite"],
+        "clients_dropped_out": jnp.int32(int(self.dropout * self.clients_per_round)),
         "client_train_loss": per_client["train_loss"],
         "client_weight": per_client["weight"],
         "client_ids": cohort.client_ids,

@@ -92,6 +92,7 @@ def build(cfg: Config) -> Experiment:
       chunk_size=min(cfg.chunk_size, cfg.clients_per_round),
       unroll=cfg.unroll,
       mesh=mesh,
+      dropout=cfg.dropout,
       **seams,
   )
   return Experiment(cfg, data, task, algorithm, hooks)

@@ -19,6 +19,10 @@ Sections:
                 population of 6,000 clients of 10 examples (one local step of batch 10
                 each): seconds per round, peak memory, and the compiled round's working
                 memory (XLA's temp allocation), one subprocess per cohort size.
+  private       the FedAvg round of `fedavg` with the whole update-privacy stack on the
+                uplink (mask 90% of coordinates, clip, 12-bit quantization, distributed
+                discrete Gaussian noise, secure aggregation of all 10 clients), the
+                host-side key agreement and sharing included in each round's time.
   breakdown     where a round's time goes: compile vs run, and the run split into local
                 training (the clients' map alone), aggregation (the full round minus
                 that) and the server update, by timing nested variants of the round.
@@ -35,7 +39,8 @@ import time
 
 from absl import app, flags
 
-_SECTIONS = flags.DEFINE_list("sections", ["fedavg", "ceiling_seq", "ceiling_vmap"],
+_SECTIONS = flags.DEFINE_list("sections", ["fedavg", "ceiling_seq", "ceiling_vmap",
+                                           "private", "breakdown", "scaling"],
                               "Measurements to run, in order.")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Rounds per measurement (first is warm-up).")
 _CHUNK = flags.DEFINE_integer("chunk_size", 1, "Clients vmapped together.")
@@ -211,6 +216,94 @@ def run_ceiling_vmap(rounds, chunk, unroll):
                  conv_impl=_impl(chunk))
 
 
+def run_private(rounds, chunk, unroll):
+  """The pinned round with the whole update-privacy stack (see the module docstring)."""
+  jax, jnp, np, workload, task, params, population = _setup(_impl(chunk))
+  import optax  # pylint: disable=import-outside-toplevel
+  from fedpriv import keys as keylib  # pylint: disable=import-outside-toplevel
+  from fedpriv.config import PrivacyConfig  # pylint: disable=import-outside-toplevel
+  from fedpriv.fedavg import FedAvg  # pylint: disable=import-outside-toplevel
+  from fedpriv.privacy.mechanism import make_mechanism  # pylint: disable=import-outside-toplevel
+  from fedpriv.privacy.uplink import PrivateUplink, flat_size_and_unravel  # pylint: disable=import-outside-toplevel
+
+  size, unravel = flat_size_and_unravel(params)
+  privacy = PrivacyConfig(enabled=True, clip=0.1, mask_ratio=0.9, bits=12,
+                          noise="distributed", noise_multiplier=1.0, secagg=True)
+  mech = make_mechanism(privacy, num_clients=100, cohort=workload.CLIENTS_PER_ROUND,
+                        rounds=20, size=size)
+  uplink = PrivateUplink(mech, unravel, workload.SEED)
+  algo = FedAvg(task=task, client_optimizer=optax.sgd(workload.LR),
+                server_optimizer=optax.sgd(1.0), clients_per_round=workload.CLIENTS_PER_ROUND,
+                local_epochs=1, batch_size=workload.BATCH, chunk_size=chunk, unroll=unroll,
+                uplink=uplink)
+  pop = jax.tree.map(jnp.asarray, population)
+  base = keylib.base_key(workload.SEED)
+  sample = jax.jit(lambda ids, pos, rnd: algo.pad_cohort(
+      ids, keylib.round_key(base, rnd), batches=(pos, jnp.ones(pos.shape, bool))))
+
+  def apply(state, cohort, server_ctx):
+    state, m = algo.apply(state, pop, cohort, base, server_ctx)
+    return state, m["train_loss"]
+
+  def inputs(rnd):
+    ids, pos = workload.round_schedule(rnd)
+    return jnp.asarray(ids), jnp.asarray(pos), jnp.asarray(rnd, jnp.int32)
+
+  state = algo.init(params)
+  host_s = []
+  t0 = time.perf_counter()
+  cohort, server_ctx, _ = uplink.prepare_round(sample(*inputs(1)), 1)
+  compiled = jax.jit(apply, donate_argnums=0).lower(state, cohort, server_ctx).compile()
+  compile_s = time.perf_counter() - t0
+
+  def step(state, ids, pos, rnd):
+    t = time.perf_counter()
+    cohort, server_ctx, _ = uplink.prepare_round(sample(ids, pos, rnd), int(rnd))
+    host_s.append(time.perf_counter() - t)
+    return compiled(state, cohort, server_ctx)
+
+  state, times, losses = _time_rounds(step, state, inputs, rounds)
+  stages_s = _privacy_stages_s(jax, jnp, algo, state.params, cohort, server_ctx, base, rounds)
+  return _result("private", times, compile_s, losses, chunk_size=chunk, unroll=unroll,
+                 conv_impl=_impl(chunk), host_step_s=statistics.median(host_s[1:] or host_s),
+                 privacy_stages_s=stages_s, ring_bits=mech.ring_bits, kept=mech.keep,
+                 parameters=size)
+
+
+def _privacy_stages_s(jax, jnp, algo, params, cohort, server_ctx, base, rounds):
+  """Seconds of the uplink alone for one round: every client's encode (mask, clip,
+  quantize, noise, secure-aggregation mask) on a stand-in trained model, the sum, and
+  the server's decode; no local training."""
+  from fedpriv import keys as keylib  # pylint: disable=import-outside-toplevel
+  from fedpriv.cohort import map_reduce  # pylint: disable=import-outside-toplevel
+  from fedpriv.fedavg import ClientResult  # pylint: disable=import-outside-toplevel
+  uplink = algo.uplink
+
+  def stages(params, cohort, server_ctx):
+    rkey = keylib.round_key(base, 1)
+    round_ctx = uplink.round_context(params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC))
+
+    def one(shared, client):
+      cid, _, ckey, _, ctx = client
+      trained = jax.tree.map(lambda p: p + 1e-3 * (cid + 1).astype(p.dtype), shared)
+      result = ClientResult(shared, trained, None, jnp.float32(600.0))
+      key = keylib.stage_key(ckey, keylib.PRIVATIZE)
+      return uplink.encode(result, key, context=(round_ctx, ctx)), ()
+
+    total, _ = map_reduce(one, params, tuple(cohort), chunk_size=algo.chunk_size)
+    return uplink.decode(total, params, keylib.server_key(rkey, keylib.SERVER_NOISE),
+                         context=(round_ctx, server_ctx))
+
+  compiled = jax.jit(stages).lower(params, cohort, server_ctx).compile()
+  jax.block_until_ready(compiled(params, cohort, server_ctx))
+  times = []
+  for _ in range(max(rounds - 1, 1)):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(params, cohort, server_ctx))
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
 def run_scaling(cohort, chunk, unroll, rounds):
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
@@ -318,6 +411,7 @@ SECTIONS = {
     "fedavg": lambda: run_fedavg(_ROUNDS.value, _CHUNK.value, _UNROLL.value, _EVAL.value),
     "ceiling_seq": lambda: run_ceiling_seq(_ROUNDS.value, _CHUNK.value, _UNROLL.value),
     "ceiling_vmap": lambda: run_ceiling_vmap(_ROUNDS.value, _CHUNK.value, _UNROLL.value),
+    "private": lambda: run_private(_ROUNDS.value, _CHUNK.value, _UNROLL.value),
     "scaling": lambda: run_scaling(_COHORT.value, _SCALING_CHUNK.value, 1,
                                    max(_ROUNDS.value // 2, 2)),
     "breakdown": lambda: run_breakdown(_ROUNDS.value, _CHUNK.value, _UNROLL.value),
@@ -398,6 +492,12 @@ def main(argv):
       got = ", ".join(f"round {k}: {fed['train_loss'][k - 1]:.4f} (peers {v})"
                       for k, v in REFERENCE_LOSSES.items() if k <= len(fed["train_loss"]))
       print(f"loss cross-check: {got}")
+    if "private" in by:
+      ratio = by["private"]["sec_per_round_median"] / fed["sec_per_round_median"]
+      cpu = by["private"]["cpu_s_per_round_median"] / fed["cpu_s_per_round_median"]
+      print(f"private / fedavg round time = {ratio:.2f} (CPU time {cpu:.2f}; host step "
+            f"{by['private']['host_step_s'] * 1e3:.1f} ms, privacy stages alone "
+            f"{by['private']['privacy_stages_s']:.2f} s)")
     ceilings = [by[c] for c in ("ceiling_seq", "ceiling_vmap") if c in by]
     if ceilings:
       best = max(c["examples_per_sec"] for c in ceilings)

@@ -10,10 +10,10 @@ split over every process's devices and the weighted sum is reduced across proces
 
 A bad option is refused before any work starts: one line on stderr, exit status 2.
 """
-import sys
-
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from launch.cli import parse_flags, refuse
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file "
                                           "(launch/configs/*.py[:preset]).")
@@ -23,22 +23,6 @@ _COORDINATOR = flags.DEFINE_string(
     "several processes/hosts with jax.distributed (use with --config.num_devices).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Processes in a distributed run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index (0 writes results).")
-
-
-def refuse(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
-def parse_flags(argv):
-  """absl's parser, but a bad flag exits with status 2 and one line, no usage dump."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    refuse(str(e).splitlines()[0])
-  except (AttributeError, KeyError, TypeError, ValueError) as e:
-    # ml_collections' override parser raises these for unknown keys and bad types.
-    refuse(f"bad flag: {str(e).strip(chr(34)).splitlines()[0]}")
 
 
 def main(argv):

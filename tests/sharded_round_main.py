@@ -1,5 +1,7 @@
 """Run by test_sharding.py in its own process (fake CPU devices must be set before JAX
-starts): three FedAvg rounds on 1 device and sharded over 2 and 4 devices."""
+starts): three FedAvg rounds on 1 device and sharded over 2 and 4 devices, plain and
+with the update-privacy uplink (quantized + central noise; and secure aggregation with
+distributed noise, whose host step runs between sampling and the sharded round)."""
 import os
 import sys
 
@@ -15,33 +17,56 @@ import optax  # noqa: E402
 from conftest import tiny_population, tiny_task  # noqa: E402
 from fedpriv import keys as keylib  # noqa: E402
 from fedpriv.cohort import client_mesh  # noqa: E402
+from fedpriv.config import Config, PrivacyConfig  # noqa: E402
 from fedpriv.fedavg import FedAvg  # noqa: E402
+from fedpriv.privacy import setup  # noqa: E402
+
+PRIVATE = {
+    "plain": None,
+    "quantized_central": PrivacyConfig(enabled=True, clip=0.5, bits=10, mask_ratio=0.3,
+                                       noise="central", noise_multiplier=0.5),
+    "secagg_distributed": PrivacyConfig(enabled=True, clip=0.5, bits=10, secagg=True,
+                                        noise="distributed", noise_multiplier=0.5),
+}
 
 
-def run(mesh, cohort=6, chunk=1):
+def run(mesh, privacy=None, cohort=6, chunk=1):
   pop = jax.tree.map(jnp.asarray, tiny_population([9, 5, 7, 8, 6, 4, 10, 3], seed=3))
-  algo = FedAvg(task=tiny_task(), client_optimizer=optax.sgd(0.1),
+  task = tiny_task()
+  kw = {}
+  if privacy is not None:
+    cfg = Config(num_clients=8, clients_per_round=cohort, rounds=3, privacy=privacy)
+    kw["uplink"], _ = setup.build(cfg, task, 8)
+  algo = FedAvg(task=task, client_optimizer=optax.sgd(0.1),
                 server_optimizer=optax.sgd(1.0), clients_per_round=cohort, local_epochs=2,
-                batch_size=3, chunk_size=chunk, mesh=mesh)
-  state = algo.init(algo.task.init(jax.random.key(0)))
-  fn = jax.jit(algo.run_round)
-  for _ in range(3):
-    state, m = fn(state, pop, keylib.base_key(7))
+                batch_size=3, chunk_size=chunk, mesh=mesh, **kw)
+  state = algo.init(task.init(jax.random.key(0)))
+  base = keylib.base_key(7)
+  prepare = getattr(algo.uplink, "prepare_round", None)
+  sample = jax.jit(algo.sample_cohort, static_argnums=2)
+  apply = jax.jit(algo.apply)
+  for rnd in range(1, 4):
+    cohort_ = sample(base, rnd, 8)
+    server_ctx = None
+    if prepare is not None:
+      cohort_, server_ctx, _ = prepare(cohort_, rnd)
+    state, m = apply(state, pop, cohort_, base, server_ctx)
   return state.params, float(m["train_loss"])
 
 
 def main():
   assert jax.device_count() == 4, jax.devices()
-  ref_params, ref_loss = run(None)
-  worst = 0.0
-  for n in (1, 2, 4):
-    params, loss = run(client_mesh(n))
-    diff = max(float(jnp.abs(a - b).max()) for a, b in
-               zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)))
-    worst = max(worst, diff)
-    print(f"devices={n} max|diff|={diff:.3g} loss={loss:.6f} ref={ref_loss:.6f}")
-    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
-  assert worst < 1e-5, worst
+  for name, privacy in PRIVATE.items():
+    ref_params, ref_loss = run(None, privacy)
+    worst = 0.0
+    for n in (1, 2, 4):
+      params, loss = run(client_mesh(n), privacy)
+      diff = max(float(jnp.abs(a - b).max()) for a, b in
+                 zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)))
+      worst = max(worst, diff)
+      print(f"{name} devices={n} max|diff|={diff:.3g} loss={loss:.6f} ref={ref_loss:.6f}")
+      np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
+    assert worst < 1e-5, (name, worst)
   print("OK")
 
 

@@ -62,7 +62,7 @@ def test_shakespeare_rules():
      "noise: 'central' noise with secagg would show the server a noiseless sum"),
     ({"noise": "distributed", "noise_multiplier": 1.0, "bits": 8},
      "noise: 'distributed' noise is only sound behind secure aggregation"),
-    ({"dropout": 0.1}, "dropout: dropouts are simulated by secure aggregation only"),
+    ({"dropout": 0.1}, "dropout: is secure aggregation.s"),
 ])
 def test_bad_privacy_values_are_refused(values, match):
   with pytest.raises(ConfigError, match="config.privacy." + match):

@@ -233,3 +233,38 @@ def test_a_diverged_client_is_dropped_and_counted():
   np.testing.assert_allclose(m["client_weight"], [8.0, 0.0, 8.0])
   expected = sequential_fedavg(algo.task, params, pop, [0, 2], [(idx[0], valid[0])] * 2)
   chex.assert_trees_all_close(state.params, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_dropouts_remove_exactly_that_fraction_and_the_round_averages_the_survivors():
+  pop = tiny_population([8] * 10, seed=4)
+  pop_j = jax.tree.map(jnp.asarray, pop)
+  algo = make_algo(cohort=10, chunk=5, batch=8, dropout=0.3)
+  params = algo.task.init(jax.random.key(0))
+  rkey = keylib.round_key(keylib.base_key(0), 1)
+  idx = jnp.tile(jnp.arange(8)[None, None], (10, 1, 1))
+  valid = jnp.ones((10, 1, 8), bool)
+  ids = jnp.arange(10)
+  cohort = algo.pad_cohort(ids, rkey, batches=(idx, valid))
+  state, m = algo.apply(algo.init(params), pop_j, cohort)
+  survivors = [i for i, w in enumerate(np.asarray(m["client_weight"])) if w > 0]
+  assert len(survivors) == 7 and int(m["clients_dropped_out"]) == 3
+  expected = sequential_fedavg(algo.task, params, pop, survivors, [(idx[0], valid[0])] * 7)
+  chex.assert_trees_all_close(state.params, expected, atol=1e-5, rtol=1e-5)
+  # Who drops out is drawn per round from the seed: another round, other clients.
+  later = algo.pad_cohort(ids, keylib.round_key(keylib.base_key(0), 2))
+  again = algo.pad_cohort(ids, rkey)
+  np.testing.assert_array_equal(again.valid, cohort.valid)
+  assert not np.array_equal(later.valid, cohort.valid)
+
+
+def test_dropout_options_are_checked():
+  from fedpriv.config import Config, ConfigError, PrivacyConfig  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ConfigError, match=r"config.dropout: must be in \[0, 1\)"):
+    Config(dropout=1.0)
+  secagg = PrivacyConfig(enabled=True, bits=8, secagg=True)
+  with pytest.raises(ConfigError, match="set privacy.dropout instead"):
+    Config(dropout=0.1, privacy=secagg)
+  with pytest.raises(ConfigError, match="use the top-level dropout"):
+    Config(privacy=PrivacyConfig(enabled=True, dropout=0.1))
+  Config(dropout=0.2, privacy=PrivacyConfig(enabled=True, noise="central",
+                                            noise_multiplier=1.0))

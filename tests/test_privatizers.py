@@ -190,3 +190,42 @@ def test_quantized_pytrees_keep_structure_and_land_on_levels(shapes, bits, bound
     j = (np.asarray(leaf, np.float64) + bound) / step
     assert np.all(np.abs(j - np.round(j)) < 1e-3) and j.min() > -1e-3
     assert j.max() < 2 ** bits - 1 + 1e-3
+
+
+@settings(max_examples=12, deadline=None)
+@given(shapes=shapes_st, dtype=st.sampled_from(["float32", "bfloat16", "float16"]),
+       clip=st.floats(0.1, 10.0), sigma=st.sampled_from([0.0, 0.5]),
+       seed=st.integers(0, 2 ** 16))
+def test_clip_and_noise_keep_structure_and_dtype_and_are_pure(shapes, dtype, clip, sigma,
+                                                              seed):
+  tree = jax.tree.map(lambda x: x.astype(dtype), _tree(seed, shapes, 3.0))
+  copy = jax.tree.map(np.array, tree)
+  p = pv.chain(pv.clip_l2(clip), pv.gaussian_noise(sigma))
+  key = jax.random.key(seed)
+  out, _ = p.apply(tree, p.init(tree), key)
+  again, _ = jax.jit(lambda t: p.apply(t, p.init(t), key))(tree)
+  chex.assert_trees_all_equal_shapes_and_dtypes(out, tree)
+  chex.assert_trees_all_equal(jax.tree.map(np.array, tree), copy)  # input untouched
+  chex.assert_trees_all_close(out, again, atol=1e-2 if dtype != "float32" else 1e-6)
+  if sigma == 0:  # the clip holds to the dtype's precision
+    tol = {"float32": 1e-5, "bfloat16": 2e-2, "float16": 2e-3}[dtype]
+    assert float(pv.global_norm(jax.tree.map(lambda x: x.astype(jnp.float32), out))) \
+        <= clip * (1 + tol) * (1 + tol)
+
+
+def test_mask_indices_draw_uniform_subsets_and_break_ties_by_position():
+  size, keep, trials = 6, 2, 6000
+  draws = np.asarray(jax.vmap(lambda k: pv.mask_indices(k, size, keep))(
+      jax.random.split(jax.random.key(3), trials)))
+  assert (np.diff(draws, axis=1) > 0).all()  # sorted, distinct
+  # Every one of the 15 pairs is equally likely: counts within 5 standard errors.
+  pairs = np.bincount(draws[:, 0] * size + draws[:, 1], minlength=size * size)
+  pairs = pairs[[i * size + j for i in range(size) for j in range(i + 1, size)]]
+  p = 1 / len(pairs)
+  assert (np.abs(pairs - trials * p) <= 5 * np.sqrt(trials * p * (1 - p))).all(), pairs
+  u = jnp.asarray([5, 1, 3, 3, 3, 9, 0], jnp.uint32)
+  np.testing.assert_array_equal(pv.smallest_keys(u, 3), [1, 2, 6])  # 0, 1, first 3
+  np.testing.assert_array_equal(pv.smallest_keys(u, 5), [1, 2, 3, 4, 6])
+  np.testing.assert_array_equal(pv.smallest_keys(u, 7), np.arange(7))
+  big = jnp.asarray([2 ** 32 - 1, 2 ** 32 - 1, 7], jnp.uint32)
+  np.testing.assert_array_equal(pv.smallest_keys(big, 2), [0, 2])

@@ -16,11 +16,20 @@ TINY = ["--config=launch/configs/fashion_mnist.py", "--config.num_clients=6",
         "--config.clients_per_round=2", "--config.rounds=6", "--config.train_limit=120",
         "--config.test_limit=60", "--config.eval_batch_size=60", "--config.batch_size=10",
         "--config.eval_every=1", "--config.checkpoint_every=2", "--config.unroll=1"]
-TIMING = ("seconds", "elapsed")
+TIMING = ("seconds", "elapsed", "secagg_seconds")
+# The whole update-privacy stack with secure aggregation's host step (key agreement,
+# dropouts) between sampling and the jitted round, and plain-round dropouts.
+PRIVATE = ["--config.clients_per_round=4", "--config.privacy.enabled=True",
+           "--config.privacy.clip=0.5", "--config.privacy.bits=8",
+           "--config.privacy.mask_ratio=0.5", "--config.privacy.secagg=True",
+           "--config.privacy.noise=distributed", "--config.privacy.noise_multiplier=1.0",
+           "--config.privacy.dropout=0.25"]
+VARIANTS = {"plain": ["--config.dropout=0.5"], "secagg": PRIVATE}
 
 
-def _cmd(workdir):
-  return [sys.executable, "-m", "launch.train", f"--workdir={workdir}", *TINY]
+def _cmd(workdir, variant="plain"):
+  return [sys.executable, "-m", "launch.train", f"--workdir={workdir}", *TINY,
+          *VARIANTS[variant]]
 
 
 def _env():
@@ -41,9 +50,9 @@ def _final_params(workdir):
   return step, [np.asarray(l) for l in jax.tree.leaves(got.state)]
 
 
-def _kill_after(workdir, line, extra_delay):
+def _kill_after(workdir, variant, line, extra_delay):
   """Starts a run and SIGKILLs it once its output shows `line` (plus a delay)."""
-  proc = subprocess.Popen(_cmd(workdir), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+  proc = subprocess.Popen(_cmd(workdir, variant), cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
                           stderr=subprocess.DEVNULL, text=True)
   for out in proc.stdout:
     if line in out:
@@ -55,18 +64,19 @@ def _kill_after(workdir, line, extra_delay):
 
 
 @requires_fmnist
-def test_sigkill_and_rerun_gives_the_uninterrupted_result(tmp_path):
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_sigkill_and_rerun_gives_the_uninterrupted_result(tmp_path, variant):
   ref = tmp_path / "ref"
-  r = subprocess.run(_cmd(ref), cwd=ROOT, env=_env(), capture_output=True, text=True,
+  r = subprocess.run(_cmd(ref, variant), cwd=ROOT, env=_env(), capture_output=True, text=True,
                      timeout=600)
   assert r.returncode == 0, r.stderr[-2000:]
 
   crashed = tmp_path / "crashed"
   # Killed between checkpoints (after round 3, checkpoint at 2), then again just as
   # round 5 is reported (possibly while its metrics line or checkpoint is written).
-  assert _kill_after(crashed, "round    3/6", 0.0) == -signal.SIGKILL
-  assert _kill_after(crashed, "round    5/6", 0.05) == -signal.SIGKILL
-  r = subprocess.run(_cmd(crashed), cwd=ROOT, env=_env(), capture_output=True, text=True,
+  assert _kill_after(crashed, variant, "round    3/6", 0.0) == -signal.SIGKILL
+  assert _kill_after(crashed, variant, "round    5/6", 0.05) == -signal.SIGKILL
+  r = subprocess.run(_cmd(crashed, variant), cwd=ROOT, env=_env(), capture_output=True, text=True,
                      timeout=600)
   assert r.returncode == 0, r.stderr[-2000:]
   assert "resuming" in r.stdout

@@ -118,8 +118,28 @@ def clip_l2(clip: float) -> Privatizer:
 
 
 def mask_indices(key: jax.Array, size: int, keep: int) -> jax.Array:
-  """`keep` distinct coordinates of `size`, uniformly at random, sorted."""
-  return jnp.sort(jax.random.permutation(key, size)[:keep]).astype(jnp.int32)
+  """`keep` distinct coordinates of `size`, uniformly at random, sorted.
+
+  The coordinates with the `keep` smallest of `size` i.i.d. 32-bit random keys (ties at
+  the cut broken by position, which happens with probability about size / 2^31). The
+  cut is found by a 32-step binary search over counts, so this is O(32 size) with no
+  sort: `jax.random.permutation` sorts, and XLA:CPU takes seconds to sort millions of
+  coordinates (3.6 s vs 0.28 s here for 1.66M, measured on 2 loaded CPU cores).
+  """
+  return smallest_keys(jax.random.bits(key, (size,), jnp.uint32), keep)
+
+
+def smallest_keys(u: jax.Array, keep: int) -> jax.Array:
+  """Sorted positions of the `keep` smallest uint32 keys of `u` (ties: lower position)."""
+
+  def set_bit_if_still_below(i, cut):
+    cand = cut | jnp.left_shift(jnp.uint32(1), (31 - i).astype(jnp.uint32))
+    return jnp.where(jnp.sum(u < cand) < keep, cand, cut)
+
+  cut = jax.lax.fori_loop(0, 32, set_bit_if_still_below, jnp.uint32(0))  # keep-th smallest
+  below, at_cut = u < cut, u == cut
+  chosen = below | (at_cut & (jnp.cumsum(at_cut) <= keep - jnp.sum(below)))
+  return jnp.nonzero(chosen, size=keep)[0].astype(jnp.int32)
 
 
 def kept_count(size: int, ratio: float) -> int:

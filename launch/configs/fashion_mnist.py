@@ -24,6 +24,7 @@ def get_config(preset: str = "fedavg") -> ml_collections.ConfigDict:
   c.num_clients = 100
   c.clients_per_round = 10
   c.rounds = 20
+  c.dropout = 0.0  # fraction of each round's clients whose update never arrives
   c.local_epochs = 1
   c.batch_size = 20
   c.learning_rate = 0.2  # measured: 0.8547 after 20 rounds (docs/results/fedavg.md)

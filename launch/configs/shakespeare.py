@@ -20,6 +20,7 @@ def get_config(preset: str = "lstm") -> ml_collections.ConfigDict:
   c.num_clients = 0          # every role with at least min_chars characters
   c.clients_per_round = 10
   c.rounds = 20
+  c.dropout = 0.0  # fraction of each round's clients whose update never arrives
   c.local_epochs = 1
   c.batch_size = 8
   c.learning_rate = 1.0

@@ -1,0 +1,21 @@
+"""What every launch script shares: one-line refusals with exit status 2."""
+import sys
+
+from absl import flags
+
+
+def refuse(message: str) -> None:
+  """Prints `error: message` on stderr and exits with status 2 (no traceback)."""
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv):
+  """absl's parser, but a bad flag exits with status 2 and one line, no usage dump."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    refuse(str(e).splitlines()[0])
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # ml_collections' override parser raises these for unknown keys and bad types.
+    refuse(f"bad flag: {str(e).strip(chr(34)).splitlines()[0]}")
