@@ -29,7 +29,7 @@ import pathlib
 
 from absl import app, flags
 
-from launch.train import parse_flags, refuse
+from launch.cli import parse_flags, refuse
 
 FLAGS = flags.FLAGS
 

@@ -33,7 +33,7 @@ import time
 
 from absl import app, flags
 
-from launch.train import parse_flags, refuse
+from launch.cli import parse_flags, refuse
 
 FLAGS = flags.FLAGS
 
