@@ -18,6 +18,10 @@ PARTITIONS = ("iid", "dirichlet", "natural")
 CLIENT_OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 CONV_IMPLS = ("auto", "im2col", "xla")
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam")
+FEDQSN_MODELS = ("cnn", "transformer")
+FEDQSN_CLIENT_MASKS = ("bernoulli", "exact")
+FEDQSN_AGGREGATIONS = ("average", "delta")
+FEDQSN_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
 
 
 class ConfigError(ValueError):
@@ -31,6 +35,70 @@ class ConfigError(ValueError):
 def check(option: str, ok: bool, message: str) -> None:
   if not ok:
     raise ConfigError(option, message)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FedQSNConfig:
+  """FedQSN model privacy (see fedpriv/fedqsn): clients receive masked, quantized proxies.
+
+  Mechanism: `p1` (server mask ratio over hidden units, drawn once per run), `p2`
+  (client mask ratio on top, drawn per client per round), `client_mask` ("bernoulli":
+  each surviving unit dropped independently with probability p2; "exact":
+  floor(p2 * surviving units) dropped), `bits` (NF-b quantization of the large
+  weights, 2..8; 32 = none), `block_size` (values per absmax block), `aggregation`
+  ("delta": the server keeps full precision and applies the mean of
+  trained-minus-received on the coordinates each client saw; "average": the paper's
+  mean of trained client weights), `upload_bits` (NF quantization of what clients send
+  back; 32 = none).
+
+  Server pretraining: `server_fraction` of the training data (Fashion-MNIST: examples;
+  Shakespeare: plays) is held by the server and never given to a client; the server
+  trains on it for `pretrain_epochs` (batch `pretrain_batch_size`, the client optimizer
+  kind at `pretrain_learning_rate`) before round 1. `pretrain_cache_dir` ("" = none)
+  stores pretrained models keyed by everything that determines them.
+
+  Measurement: `eval_examples` test examples (0 = all) for the per-round proxy metrics.
+  """
+  enabled: bool = False
+  p1: float = 0.0
+  p2: float = 0.0
+  client_mask: str = "exact"
+  bits: int = 32
+  block_size: int = 64
+  aggregation: str = "delta"
+  upload_bits: int = 32
+  server_fraction: float = 0.0
+  pretrain_epochs: int = 0
+  pretrain_batch_size: int = 32
+  pretrain_learning_rate: float = 0.05
+  pretrain_cache_dir: str = ""
+  eval_examples: int = 0
+
+  def __post_init__(self):
+    _check_types(self, prefix="fedqsn.")
+    for name in ("p1", "p2", "server_fraction"):
+      value = getattr(self, name)
+      check(f"fedqsn.{name}", 0.0 <= value < 1.0, f"must be in [0, 1), got {value}")
+    for name in ("bits", "upload_bits"):
+      value = getattr(self, name)
+      check(f"fedqsn.{name}", value in FEDQSN_BITS,
+            f"must be in 2..8 (NF-b quantization) or 32 (none), got {value}")
+    check("fedqsn.block_size", self.block_size >= 1, f"must be >= 1, got {self.block_size}")
+    check("fedqsn.client_mask", self.client_mask in FEDQSN_CLIENT_MASKS,
+          f"must be one of {FEDQSN_CLIENT_MASKS}, got {self.client_mask!r}")
+    check("fedqsn.aggregation", self.aggregation in FEDQSN_AGGREGATIONS,
+          f"must be one of {FEDQSN_AGGREGATIONS}, got {self.aggregation!r}")
+    check("fedqsn.pretrain_epochs", self.pretrain_epochs >= 0,
+          f"must be >= 0, got {self.pretrain_epochs}")
+    if self.pretrain_epochs:
+      check("fedqsn.server_fraction", self.server_fraction > 0,
+            "must be > 0 when pretrain_epochs > 0 (the server pretrains on it)")
+    check("fedqsn.pretrain_batch_size", self.pretrain_batch_size >= 1,
+          f"must be >= 1, got {self.pretrain_batch_size}")
+    check("fedqsn.pretrain_learning_rate", self.pretrain_learning_rate > 0,
+          f"must be > 0, got {self.pretrain_learning_rate}")
+    check("fedqsn.eval_examples", self.eval_examples >= 0,
+          f"must be >= 0, got {self.eval_examples}")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -55,6 +123,10 @@ class Config:
   CNN's convolution formulation; auto = "xla" when clients are not vmapped, i.e.
   chunk_size 1, else "im2col"), `num_devices` (0: no sharding; n: shard the cohort over
   n devices).
+
+  Privacy tiers: `fedqsn` (a `FedQSNConfig` group: masked, quantized proxies sent
+  down) and `privacy` (a `PrivacyConfig` group: what each client does to its update
+  before it goes up).
   """
   dataset: str = "fashion_mnist"
   model: str = "cnn"
@@ -87,6 +159,7 @@ class Config:
   seq_len: int = 80
   min_chars: int = 2000
   test_fraction: float = 0.2
+  fedqsn: FedQSNConfig = dataclasses.field(default_factory=FedQSNConfig)
   privacy: "PrivacyConfig" = dataclasses.field(default_factory=lambda: PrivacyConfig())
 
   def __post_init__(self):
@@ -139,11 +212,22 @@ class Config:
     check("test_fraction", 0 < self.test_fraction < 1,
           f"must be in (0, 1), got {self.test_fraction}")
     check("dropout", 0 <= self.dropout < 1, f"must be in [0, 1), got {self.dropout}")
+    if self.fedqsn.enabled:
+      check("model", self.model in FEDQSN_MODELS,
+            f"fedqsn masks hidden units of {FEDQSN_MODELS} only, got {self.model!r}")
     if self.privacy.enabled:
       self.privacy.check_cohort(self.clients_per_round)
       if self.privacy.secagg:
         check("dropout", self.dropout == 0, "with secure aggregation clients drop out "
               "after masking: set privacy.dropout instead")
+    if self.fedqsn.enabled and self.privacy.enabled:
+      check("fedqsn.aggregation", self.fedqsn.aggregation == "delta",
+            "must be 'delta' with update privacy (the privacy mechanism bounds updates; "
+            f"'average' would overwrite the model with unbounded values), got "
+            f"{self.fedqsn.aggregation!r}")
+      check("fedqsn.upload_bits", self.fedqsn.upload_bits == 32,
+            "must be 32 with update privacy (privacy.bits quantizes the upload), got "
+            f"{self.fedqsn.upload_bits}")
 
   @classmethod
   def from_dict(cls, values: dict[str, Any], prefix: str = "") -> "Config":
@@ -163,11 +247,12 @@ def _field_types(cls) -> dict[str, Any]:
   return typing.get_type_hints(cls)
 
 
-def _check_types(obj) -> None:
+def _check_types(obj, prefix: str = "") -> None:
   for name, tp in _field_types(type(obj)).items():
     value = getattr(obj, name)
+    option = prefix + name
     if dataclasses.is_dataclass(tp):
-      check(name, isinstance(value, tp), f"must be a {tp.__name__} group")
+      check(option, isinstance(value, tp), f"must be a {tp.__name__} group")
       continue
     if tp is float:
       ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -181,7 +266,7 @@ def _check_types(obj) -> None:
       ok = isinstance(value, str)
     else:
       ok = True
-    check(name, ok, f"must be a {getattr(tp, '__name__', tp)}, got {value!r}")
+    check(option, ok, f"must be a {getattr(tp, '__name__', tp)}, got {value!r}")
 
 
 def _from_dict(cls, values: dict[str, Any], prefix: str):

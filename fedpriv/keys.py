@@ -8,12 +8,14 @@ share randomness.
     server_key(round_key, purpose)      -> the server's draws (client sampling, noise)
     client_key(round_key, client_id)    -> one client's draws in that round
     stage_key(client_key, stage)        -> one stage of that client (shuffle, mask, ...)
+    run_key(base, purpose)              -> draws made once per run, outside the rounds
+                                           (FedQSN's server mask, server pretraining)
 """
 from __future__ import annotations
 
 import jax
 
-_ROUNDS, _INIT = 0, 1
+_ROUNDS, _INIT, _RUN = 0, 1, 2
 _CLIENTS, _SERVER = 0, 1
 
 # Server purposes.
@@ -25,6 +27,10 @@ DROPOUTS = 3  # which sampled clients drop out (simulated, without secure aggreg
 SHUFFLE = 0
 PRIVATIZE = 1
 PROXY = 2
+# Run purposes (once per run, not tied to a round).
+SERVER_MASK = 0
+PRETRAIN = 1
+ATTACK = 2
 
 
 def base_key(seed: int) -> jax.Array:
@@ -49,3 +55,7 @@ def server_key(rkey: jax.Array, purpose: int) -> jax.Array:
 
 def stage_key(ckey: jax.Array, stage: int) -> jax.Array:
   return jax.random.fold_in(ckey, stage)
+
+
+def run_key(base: jax.Array, purpose: int) -> jax.Array:
+  return jax.random.fold_in(jax.random.fold_in(base, _RUN), purpose)

@@ -28,6 +28,7 @@ from fedpriv.config import Config, ConfigError
 from fedpriv.data import FederatedDataset, load_dataset
 from fedpriv.evaluate import batch_eval_data, evaluate
 from fedpriv.fedavg import FedAvg
+from fedpriv.fedqsn.setup import attach_fedqsn
 from fedpriv.models.registry import Task, make_task
 
 
@@ -95,7 +96,10 @@ def build(cfg: Config) -> Experiment:
       dropout=cfg.dropout,
       **seams,
   )
-  return Experiment(cfg, data, task, algorithm, hooks)
+  experiment = Experiment(cfg, data, task, algorithm, hooks)
+  if cfg.fedqsn.enabled:  # model privacy: fedpriv/fedqsn (proxies down)
+    experiment = attach_fedqsn(experiment)
+  return experiment
 
 
 def num_params(params) -> int:

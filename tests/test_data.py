@@ -138,3 +138,57 @@ def test_tfds_refuses_unknown_or_non_image_datasets():
   with tfds.testing.mock_data(num_examples=5):
     with pytest.raises(ConfigError, match="config.dataset"):
       load_dataset(Config(dataset="tfds:imdb_reviews"))
+
+
+def test_holdout_split_is_disjoint_complete_and_seeded():
+  from fedpriv.data import partition
+  held, rest = partition.holdout(1000, 0.15, seed=3)
+  assert len(held) == 150 and not set(held) & set(rest)
+  assert sorted(np.concatenate([held, rest]).tolist()) == list(range(1000))
+  np.testing.assert_array_equal(partition.holdout(1000, 0.15, seed=3)[0], held)
+  assert not np.array_equal(partition.holdout(1000, 0.15, seed=4)[0], held)
+
+
+def test_server_holdout_of_images_never_reaches_a_client(monkeypatch):
+  from fedpriv.config import FedQSNConfig
+
+  def fake_load(split, path=None, limit=None):
+    n = 500 if split == "train" else 50
+    ids = np.arange(n)  # every image carries its index in its first pixels
+    x = np.zeros((n, 28, 28, 1), np.float32)
+    x[:, 0, 0, 0], x[:, 0, 1, 0] = ids // 256, ids % 256
+    return x, (ids % 10).astype(np.int32)
+
+  monkeypatch.setattr(fashion_mnist, "load", fake_load)
+  for part in ("iid", "dirichlet"):
+    cfg = Config(num_clients=10, clients_per_round=2, partition=part,
+                 fedqsn=FedQSNConfig(enabled=True, server_fraction=0.2))
+    ds = load_dataset(cfg)
+    ident = lambda x: (x[..., 0, 0, 0] * 256 + x[..., 0, 1, 0]).astype(int)
+    server_ids = set(ident(ds.server.x).tolist())
+    client_ids = set(ident(ds.train.x[ds.train.mask]).tolist())
+    assert len(server_ids) == 100 and ds.info["server_examples"] == 100
+    assert not server_ids & client_ids
+    assert server_ids | client_ids == set(range(500))
+  # Off by default: no server data, every example with a client.
+  plain = load_dataset(Config(num_clients=10, clients_per_round=2))
+  assert plain.server is None and int(plain.train.mask.sum()) == 500
+
+
+def test_server_plays_are_held_out_of_clients_and_test_set():
+  from fedpriv.config import FedQSNConfig
+  cfg = Config(dataset="shakespeare", model="transformer", partition="natural",
+               num_clients=0, min_chars=20000, seq_len=40,
+               fedqsn=FedQSNConfig(enabled=True, server_fraction=0.1))
+  ds = load_dataset(cfg)
+  held = set(ds.info["server_plays"])
+  assert len(held) == 4 and not held & set(ds.client_groups)
+  server = {tuple(r) for r in ds.server.x}
+  clients = {tuple(r) for r in ds.train.x[ds.train.mask]}
+  test = {tuple(r) for r in ds.test.x}
+  assert len(server) > 1000 and not server & clients and not server & test
+  # Without FedQSN every play belongs to the federation.
+  everyone = load_dataset(cfg.__class__(**{**cfg.__dict__, "fedqsn": FedQSNConfig()}))
+  assert everyone.server is None
+  assert set(ds.client_groups) == set(everyone.client_groups) - held
+  assert held & set(everyone.client_groups)

@@ -13,9 +13,9 @@ TINY_FMNIST = ["--config.num_clients=4", "--config.clients_per_round=2",
                "--config.eval_batch_size=50", "--config.batch_size=10"]
 
 
-def launch(*args, timeout=600):
+def launch(*args, timeout=600, module="launch.train"):
   env = dict(os.environ, PYTHONPATH=ROOT)
-  return subprocess.run([sys.executable, "-m", "launch.train", *args], cwd=ROOT, env=env,
+  return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
 
 

@@ -12,7 +12,23 @@ from fedpriv.data.client_data import (ClientData, EvalData, FederatedDataset, pa
 from fedpriv.data.fashion_mnist import DataNotFoundError
 
 
+_TAG_SERVER_PLAYS = 302
+
+
+def server_fraction(cfg: Config) -> float:
+  """Share of the training data the server holds back for itself (FedQSN pretraining)."""
+  return cfg.fedqsn.server_fraction if cfg.fedqsn.enabled else 0.0
+
+
 def _partition_images(cfg: Config, name: str, x, y, x_test, y_test, num_classes: int):
+  server = None
+  fraction = server_fraction(cfg)
+  if fraction:
+    held, rest = partition.holdout(len(x), fraction, cfg.seed)
+    if not len(held):
+      raise ConfigError("fedqsn.server_fraction", f"holds no example of {len(x)}")
+    server = stack_eval(x[held], y[held])
+    x, y = x[rest], y[rest]
   if cfg.num_clients > len(x):
     raise ConfigError("num_clients", f"must be <= {len(x)} training examples, got "
                       f"{cfg.num_clients}")
@@ -30,10 +46,36 @@ def _partition_images(cfg: Config, name: str, x, y, x_test, y_test, num_classes:
   info = {"clients": len(parts), "train_examples": int(sizes.sum()),
           "test_examples": int(len(x_test)), "min_examples": int(sizes.min()),
           "max_examples": int(sizes.max())}
+  if server is not None:
+    info["server_examples"] = int(len(server.mask))
   return FederatedDataset(name=name, train=train, test=stack_eval(x_test, y_test),
                           num_classes=num_classes, task="classification",
                           client_names=tuple(f"client{k}" for k in range(len(parts))),
-                          info=info)
+                          info=info, server=server)
+
+
+def _server_plays(cfg: Config) -> tuple[tuple[str, ...], tuple[str, ...]]:
+  """`(client plays, server plays)`: a seeded `server_fraction` of the plays for the server."""
+  plays = shakespeare.play_names()
+  fraction = server_fraction(cfg)
+  if not fraction:
+    return (), ()
+  k = int(round(fraction * len(plays)))
+  if not 1 <= k < len(plays):
+    raise ConfigError("fedqsn.server_fraction", f"must hold between 1 and {len(plays) - 1} "
+                      f"of the {len(plays)} plays, got {k}")
+  rng = np.random.default_rng([cfg.seed, _TAG_SERVER_PLAYS])
+  held = set(rng.choice(plays, k, replace=False).tolist())
+  return (tuple(p for p in plays if p not in held), tuple(p for p in plays if p in held))
+
+
+def _shakespeare_server_data(cfg: Config, plays: tuple[str, ...]) -> EvalData:
+  """Every window (train and test split alike) of the server's plays."""
+  ds = shakespeare.load(seq_len=cfg.seq_len, min_chars=cfg.min_chars,
+                        test_fraction=cfg.test_fraction, seed=cfg.seed, plays=plays)
+  x = np.concatenate([ds.train.x[ds.train.mask], ds.test.x])
+  y = np.concatenate([ds.train.y[ds.train.mask], ds.test.y])
+  return stack_eval(x, y)
 
 
 def load_dataset(cfg: Config) -> FederatedDataset:
@@ -54,10 +96,15 @@ def load_dataset(cfg: Config) -> FederatedDataset:
     return _partition_images(cfg, "fashion_mnist", x, y, xt, yt, 10)
   if cfg.dataset == "shakespeare":
     try:
+      client_plays, held_plays = _server_plays(cfg)
       ds = shakespeare.load(seq_len=cfg.seq_len, min_chars=cfg.min_chars,
                             test_fraction=cfg.test_fraction,
                             max_examples_per_client=cfg.max_examples_per_client,
-                            seed=cfg.seed)
+                            seed=cfg.seed, plays=client_plays)
+      if held_plays:
+        server = _shakespeare_server_data(cfg, held_plays)
+        ds = FederatedDataset(**{**ds.__dict__, "server": server})
+        ds.info.update(server_plays=list(held_plays), server_examples=int(len(server.mask)))
     except DataNotFoundError as e:
       raise ConfigError("dataset", str(e)) from None
     except ValueError as e:

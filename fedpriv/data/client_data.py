@@ -60,6 +60,8 @@ class FederatedDataset:
     client_groups: per client, the group it belongs to (the play for
       Shakespeare), used to hold whole groups out of the federation.
     info: free-form facts about the data (sizes, vocabulary) for reports.
+    server: optional training data held by the server alone (e.g. for FedQSN's server
+      pretraining); never part of any client's data.
   """
   name: str
   train: ClientData
@@ -69,6 +71,7 @@ class FederatedDataset:
   client_names: tuple[str, ...]
   client_groups: tuple[str, ...] = ()
   info: dict = dataclasses.field(default_factory=dict)
+  server: EvalData | None = None
 
   def select_clients(self, ids: Sequence[int]) -> "FederatedDataset":
     """The same dataset restricted to the clients `ids` (in that order)."""

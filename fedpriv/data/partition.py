@@ -12,6 +12,21 @@ import numpy as np
 _TAG_IID = 101
 _TAG_DIRICHLET = 102
 _TAG_CAP = 103
+_TAG_HOLDOUT = 104
+
+
+def holdout(num_examples: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """Splits `range(num_examples)` into a seeded random `fraction` and the rest.
+
+  Returns:
+    `(held, rest)`, sorted, disjoint, together every index; `held` has
+    round(fraction * num_examples) indices.
+  """
+  if not 0.0 <= fraction < 1.0:
+    raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
+  n_held = int(round(fraction * num_examples))
+  perm = np.random.default_rng([seed, _TAG_HOLDOUT]).permutation(num_examples)
+  return np.sort(perm[:n_held]), np.sort(perm[n_held:])
 
 
 def iid(num_examples: int, num_clients: int, seed: int) -> list[np.ndarray]:

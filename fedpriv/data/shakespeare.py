@@ -58,6 +58,11 @@ def play_files() -> list[pathlib.Path]:
   return files
 
 
+def play_names() -> list[str]:
+  """The plays' file stems (e.g. "hamlet"), sorted."""
+  return [p.name[:-len("_gut.txt")] for p in play_files()]
+
+
 def _is_speaker(line: str) -> str | None:
   m = _SPEAKER.match(line)
   if not m or len(line) > 32 or _HEADING.match(line):

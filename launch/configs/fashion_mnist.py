@@ -3,10 +3,15 @@
     --config=launch/configs/fashion_mnist.py            (= :fedavg)
     --config=launch/configs/fashion_mnist.py:fedavg     the pinned benchmark workload
     --config=launch/configs/fashion_mnist.py:fedadam    FedAdam server, Dirichlet(0.5) skew
+    --config=launch/configs/fashion_mnist.py:fedqsn     FedQSN proxies from a server-pretrained
+                                                        model (fedqsn.p1/p2/bits/block_size/
+                                                        aggregation; p1=p2=0, bits=32: FedAvg)
     --config=launch/configs/fashion_mnist.py:private    the whole update-privacy stack:
         6,000 clients of 10 examples, 100 per round; mask 90% of the update, clip,
         12-bit quantization, distributed discrete Gaussian noise calibrated to
         epsilon 4 at delta 1e-5, secure aggregation (SecAgg+, 16 neighbours, 5% dropouts)
+    --config=launch/configs/fashion_mnist.py:full       both tiers: :private's uplink, with
+        FedQSN proxies of a server-pretrained model on the downlink (:fedqsn's knobs)
 """
 import ml_collections
 
@@ -48,7 +53,14 @@ def get_config(preset: str = "fedavg") -> ml_collections.ConfigDict:
   c.privacy = privacy_defaults()
   if preset == "fedavg":
     pass
-  elif preset == "private":
+  elif preset == "fedqsn":
+    # The server pretrains on 6,000 images no client holds; 200 clients of 270 images
+    # each (a client's own data alone is worth far less than the federation's) fine-tune.
+    c.num_clients = 200
+    c.rounds = 20
+    c.eval_every = 5
+    c.fedqsn = fedqsn_group()
+  elif preset in ("private", "full"):
     # Client-level DP needs a large population and cohort: Fashion-MNIST's 60,000
     # training images over 6,000 clients, 100 sampled per round (q = 1/60).
     c.num_clients = 6000
@@ -68,10 +80,35 @@ def get_config(preset: str = "fedavg") -> ml_collections.ConfigDict:
     c.privacy.secagg_neighbors = 16
     c.privacy.secagg_threshold = 0.67
     c.privacy.dropout = 0.05
+    if preset == "full":
+      # Both tiers: the server pretrains on 6,000 images no client holds and sends
+      # FedQSN proxies; the other 54,000 images are spread over the 6,000 clients.
+      c.fedqsn = fedqsn_group()
   elif preset == "fedadam":
     c.partition = "dirichlet"
     c.server_optimizer = "adam"
     c.server_learning_rate = 0.01
   else:
-    raise ValueError(f"unknown fashion_mnist preset {preset!r}; use fedavg, fedadam or private")
+    raise ValueError(f"unknown fashion_mnist preset {preset!r}; "
+                     "use fedavg, fedadam, fedqsn, private or full")
   return c
+
+
+def fedqsn_group() -> ml_collections.ConfigDict:
+  """FedQSN's knobs at the values the results use (see docs/results/fedqsn.md)."""
+  q = ml_collections.ConfigDict()
+  q.enabled = True
+  q.p1 = 0.5                 # server mask: half of every layer's units, fixed for the run
+  q.p2 = 0.2                 # client mask: a further 20% of the survivors, per client/round
+  q.client_mask = "exact"
+  q.bits = 4                 # NF4 for conv and dense kernels (32 = no quantization)
+  q.block_size = 64
+  q.aggregation = "delta"
+  q.upload_bits = 32
+  q.server_fraction = 0.1     # 6,000 training images only the server holds
+  q.pretrain_epochs = 10
+  q.pretrain_batch_size = 32
+  q.pretrain_learning_rate = 0.1
+  q.pretrain_cache_dir = ""
+  q.eval_examples = 1000      # test images for the per-round proxy metrics
+  return q

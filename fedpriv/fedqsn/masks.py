@@ -1,0 +1,117 @@
+"""FedQSN's two masks over hidden units: the server's (once per run) and the client's.
+
+A mask is a dict `{group: keep}` with one float 0/1 vector per unit group (see
+`units.ModelSpec`). Applying it zeroes each dropped unit's output column and bias entry
+and scales every kept unit by `scale`, as inverted dropout with a fixed mask does: the
+proxy computes, in expectation over masks, what the model computes.
+
+- `server_mask(spec, key, p1)`: drawn once per run from a run key; exactly
+  floor(p1 * units) units of each layer dropped (the owner's protection level is fixed).
+- `client_mask(spec, key, server, p2, variant)`: drawn per client per round on top of the
+  server mask; "bernoulli" drops each surviving unit independently with probability p2,
+  "exact" drops exactly floor(p2 * surviving units) of them.
+Kept units are scaled by 1/(1-p1) for the server mask, and again by 1/(1-p2) for the client
+mask (`mask_scale`).
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from fedpriv.fedqsn.units import ModelSpec
+
+VARIANTS = ("bernoulli", "exact")
+_EPS = 1e-9  # floor(p * n) in float64 must not lose a unit to rounding (0.29 * 100)
+
+
+def num_dropped(p: float, n: int) -> int:
+  """floor(p * n), robust to float rounding."""
+  return int(math.floor(p * n + _EPS))
+
+
+def _exact_keep(key, alive: jax.Array, k: int) -> jax.Array:
+  """Drops `k` of the `alive` units, uniformly at random; returns a 0/1 float vector."""
+  u = jnp.where(alive > 0, jax.random.uniform(key, alive.shape), jnp.inf)
+  rank = jnp.zeros(alive.shape, jnp.int32).at[jnp.argsort(u)].set(
+      jnp.arange(alive.shape[0], dtype=jnp.int32))
+  return (alive > 0) & (rank >= k)
+
+
+def _bernoulli_keep(key, alive: jax.Array, p: float) -> jax.Array:
+  return (alive > 0) & (jax.random.uniform(key, alive.shape) >= p)
+
+
+def server_mask(spec: ModelSpec, key: jax.Array, p1: float) -> dict[str, jax.Array]:
+  """Exactly floor(p1 * n) units dropped per layer; `key` is the run's server-mask key."""
+  out = {}
+  for i, (group, n) in enumerate(spec.groups):
+    alive = jnp.ones((n,), jnp.float32)
+    out[group] = _exact_keep(jax.random.fold_in(key, i), alive,
+                             num_dropped(p1, n)).astype(jnp.float32)
+  return out
+
+
+def client_mask(spec: ModelSpec, key: jax.Array, server: dict[str, jax.Array], p2: float,
+                variant: str) -> dict[str, jax.Array]:
+  """A client's mask on top of `server` (zero wherever the server mask is).
+
+  Args:
+    spec: the model's units.
+    key: the client's key for this round (one stage of its PROXY key).
+    server: the server mask.
+    p2: ratio of the server-surviving units to drop.
+    variant: "bernoulli" or "exact" (see the module doc). For "exact" the number of
+      surviving units must be static: it is read from `server` with numpy.
+
+  Returns:
+    `{group: keep}` float 0/1 vectors.
+  """
+  if variant not in VARIANTS:
+    raise ValueError(f"client mask variant must be one of {VARIANTS}, got {variant!r}")
+  out = {}
+  for i, (group, _) in enumerate(spec.groups):
+    alive = server[group]
+    gkey = jax.random.fold_in(key, i)
+    if variant == "exact":
+      surviving = int(round(float(jax.device_get(alive).sum())))
+      keep = _exact_keep(gkey, alive, num_dropped(p2, surviving))
+    else:
+      keep = _bernoulli_keep(gkey, alive, p2)
+    out[group] = keep.astype(jnp.float32)
+  return out
+
+
+def mask_scale(p1: float, p2: float = 0.0) -> float:
+  """The factor kept units are scaled by after the server (and client) mask."""
+  return 1.0 / ((1.0 - p1) * (1.0 - p2))
+
+
+def apply_mask(params, spec: ModelSpec, keep: dict[str, jax.Array], scale: float):
+  """Zeroes dropped units' columns and bias entries, scales kept units by `scale`."""
+
+  def one(name, x):
+    group = spec.group_of(name)
+    if group is None:
+      return x
+    return x * (keep[group] * scale).astype(x.dtype)
+
+  return spec.map(one, params)
+
+
+def visibility(params, spec: ModelSpec, keep: dict[str, jax.Array]):
+  """0/1 pytree like `params`: the coordinates a client holding mask `keep` sees."""
+
+  def one(name, x):
+    group = spec.group_of(name)
+    ones = jnp.ones(x.shape, x.dtype)
+    return ones if group is None else ones * keep[group].astype(x.dtype)
+
+  return spec.map(one, params)
+
+
+def unscale_tree(params, spec: ModelSpec, scale: float):
+  """1/scale on unit leaves, 1 elsewhere: maps a proxy's values back to the model's."""
+  inv = 1.0 / scale
+  return spec.map(lambda name, x: x * inv if spec.group_of(name) else x, params)

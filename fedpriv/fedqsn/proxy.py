@@ -1,0 +1,120 @@
+"""The FedQSN downlink: every client receives a masked, quantized proxy of the model.
+
+    proxy = nf_quantize(apply_mask(params, client_mask, 1 / ((1 - p1)(1 - p2))))
+
+where the client mask is drawn, per client and round, on top of the server mask drawn
+once per run. `visible` is the client's mask (dropped units' columns and bias entries
+are 0), so local training never revives a dropped unit. `client_model` is written for
+one client: `FedAvg` vmaps it over the cohort, and `cohort_proxies` builds the proxies of
+a whole cohort in one call.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fedpriv import keys as keylib
+from fedpriv.fedavg import ClientModel
+from fedpriv.fedqsn import masks, nf_quant, wire
+from fedpriv.fedqsn.units import ModelSpec
+
+# Stages folded into a client's PROXY key (one purpose each).
+CLIENT_MASK = 0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FedQSNDownlink:
+  """Builds each client's proxy from the global model and the client's PROXY key.
+
+  Attributes:
+    spec: hidden units and quantized leaves of the model.
+    shapes: the model's parameter shapes (`jax.eval_shape` of its init).
+    server_keep: the run's server mask `{group: 0/1 numpy vector}` (see `make`).
+    p1, p2: server and client mask ratios.
+    client_mask: "bernoulli" or "exact".
+    bits: NF bits of the large weights (32: none).
+    block_size: values per quantization block.
+  """
+  spec: ModelSpec
+  shapes: Any
+  server_keep: dict
+  p1: float = 0.0
+  p2: float = 0.0
+  client_mask: str = "exact"
+  bits: int = 32
+  block_size: int = 64
+
+  @classmethod
+  def make(cls, spec: ModelSpec, shapes, base_key: jax.Array, **kw) -> "FedQSNDownlink":
+    """Draws the server mask from the run's SERVER_MASK key (same seed, same mask)."""
+    server = masks.server_mask(spec, keylib.run_key(base_key, keylib.SERVER_MASK),
+                               kw.get("p1", 0.0))
+    return cls(spec, shapes, {g: np.asarray(v) for g, v in server.items()}, **kw)
+
+  @property
+  def scale(self) -> float:
+    return masks.mask_scale(self.p1, self.p2)
+
+  def client_keep(self, key: jax.Array) -> dict:
+    """The client's mask from its PROXY key."""
+    return masks.client_mask(self.spec, jax.random.fold_in(key, CLIENT_MASK),
+                             self.server_keep, self.p2, self.client_mask)
+
+  def build(self, params, keep: dict):
+    """The proxy of `params` under mask `keep`."""
+    masked = masks.apply_mask(params, self.spec, keep, self.scale)
+    return nf_quant.nf_quantize(masked, self.spec, self.bits, self.block_size)
+
+  def client_model(self, params, key) -> ClientModel:
+    keep = self.client_keep(key)
+    return ClientModel(self.build(params, keep), masks.visibility(params, self.spec, keep))
+
+  def server_masked(self, params):
+    """The global model under the server mask alone (full precision)."""
+    keep = {g: jnp.asarray(v) for g, v in self.server_keep.items()}
+    return masks.apply_mask(params, self.spec, keep, masks.mask_scale(self.p1))
+
+  def message_bits(self, keep: dict):
+    """Exact bits of the message carrying a proxy with mask `keep` (traceable)."""
+    counts = {g: keep[g].sum().astype(jnp.int32) for g in keep}
+    return wire.message_bits(self.spec, self.shapes, counts, self.bits, self.block_size)
+
+  def typical_visible_units(self) -> dict[str, int]:
+    """Units per group a client sees: exact for the "exact" client mask, the (rounded)
+    expectation for Bernoulli masks."""
+    counts = {}
+    for g, _ in self.spec.groups:
+      alive = int(self.server_keep[g].sum())
+      if self.client_mask == "exact":
+        counts[g] = alive - masks.num_dropped(self.p2, alive)
+      else:
+        counts[g] = int(round(alive * (1.0 - self.p2)))
+    return counts
+
+  @property
+  def bits_per_param(self) -> float:
+    """Cost of one proxy: exact for the "exact" client mask, at the expected number of
+    units for Bernoulli masks (the hooks report the measured mean as well)."""
+    return float(wire.bits_per_param(self.spec, self.shapes, self.typical_visible_units(),
+                                     self.bits, self.block_size))
+
+
+def cohort_proxies(downlink: FedQSNDownlink, params, client_keys: jax.Array):
+  """The proxies of a whole cohort in one vmapped call (`client_keys` are client keys).
+
+  Returns:
+    `(ClientModel stacked on a leading client axis, message bits [clients])`.
+  """
+
+  def one(ckey):
+    pkey = keylib.stage_key(ckey, keylib.PROXY)
+    keep = downlink.client_keep(pkey)
+    received = ClientModel(downlink.build(params, keep),
+                           masks.visibility(params, downlink.spec, keep))
+    return received, downlink.message_bits(keep)
+
+  return jax.vmap(one)(client_keys)

@@ -1,0 +1,195 @@
+"""The FedQSN results sweep: trains every configuration of docs/results/fedqsn.md, runs
+the extraction attacks on each, and writes the tables and the plot.
+
+    python -m launch.sweep_fedqsn --dataset=fashion_mnist --out=runs/fedqsn
+    python -m launch.sweep_fedqsn --dataset=shakespeare --out=runs/fedqsn
+    python -m launch.sweep_fedqsn --dataset=fashion_mnist --set=rounds=10,num_clients=100
+    python -m launch.sweep_fedqsn --report --out=runs/fedqsn --plot=docs/results/fedqsn.png
+
+Each run is `python -m launch.extract --config=launch/configs/DATASET.py:fedqsn` with the
+overrides below, in `OUT/DATASET/NAME`; a run whose summary.json already holds attack
+results is skipped, so an interrupted sweep resumes. All runs share one pretrained model
+per dataset (`OUT/pretrain_cache`). `--report` prints one markdown table per dataset
+(also written to `OUT/DATASET.md`) and draws the plot.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+_DATASET = flags.DEFINE_enum("dataset", None, ["fashion_mnist", "shakespeare"],
+                             "Which sweep to run.")
+_OUT = flags.DEFINE_string("out", "runs/fedqsn", "Folder for the runs.")
+_ONLY = flags.DEFINE_list("only", [], "Run only these configurations (names).")
+_REPORT = flags.DEFINE_bool("report", False, "Write the tables and the plot from finished runs.")
+_PLOT = flags.DEFINE_string("plot", "docs/results/fedqsn.png", "Where --report puts the plot.")
+_SET = flags.DEFINE_list("set", [], "Extra config overrides for every run, KEY=VALUE "
+                         "(e.g. rounds=10,train_limit=20000): smaller sweeps.")
+
+# name -> (what it is, fedqsn overrides). p1=p2=0 and bits=32 is FedAvg.
+RUNS = {
+    "fedavg": ("FedAvg", dict(p1=0.0, p2=0.0, bits=32)),
+    "qsn_30_10_b4": ("FedQSN", dict(p1=0.3, p2=0.1, bits=4)),
+    "qsn_50_20_b4": ("FedQSN", dict(p1=0.5, p2=0.2, bits=4)),
+    "qsn_50_20_b4_avg": ("FedQSN", dict(p1=0.5, p2=0.2, bits=4, aggregation="average")),
+    "qsn_50_20_b4_avg_up4": ("FedQSN", dict(p1=0.5, p2=0.2, bits=4, aggregation="average",
+                                             upload_bits=4)),
+    "qsn_80_20_b2": ("FedQSN", dict(p1=0.8, p2=0.2, bits=2)),
+    "quant_b4": ("quantization only", dict(p1=0.0, p2=0.0, bits=4)),
+    "quant_b4_avg": ("quantization only", dict(p1=0.0, p2=0.0, bits=4, aggregation="average")),
+    "mask_50_20": ("masking only", dict(p1=0.5, p2=0.2, bits=32)),
+    "mask_80_20": ("masking only", dict(p1=0.8, p2=0.2, bits=32)),
+}
+ATTACK_FLAGS = ["--attackers=3", "--colluders=5", "--epochs_factor=10"]
+
+
+def command(dataset: str, name: str, out: pathlib.Path) -> list[str]:
+  _, overrides = RUNS[name]
+  args = [sys.executable, "-m", "launch.extract",
+          f"--config=launch/configs/{dataset}.py:fedqsn", f"--workdir={out / dataset / name}",
+          f"--config.fedqsn.pretrain_cache_dir={out / 'pretrain_cache'}", *ATTACK_FLAGS]
+  args += [f"--config.{kv}" for kv in _SET.value]
+  return args + [f"--config.fedqsn.{k}={v}" for k, v in overrides.items()]
+
+
+def done(workdir: pathlib.Path) -> bool:
+  path = workdir / "summary.json"
+  return path.exists() and "best_attacker_accuracy" in json.loads(path.read_text())
+
+
+def sweep(dataset: str, out: pathlib.Path) -> None:
+  names = _ONLY.value or list(RUNS)
+  unknown = sorted(set(names) - set(RUNS))
+  if unknown:
+    sys.exit(f"unknown configurations {unknown}; known: {sorted(RUNS)}")
+  for name in names:
+    workdir = out / dataset / name
+    if done(workdir):
+      print(f"{dataset}/{name}: done, skipped")
+      continue
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = command(dataset, name, out)
+    print(f"{dataset}/{name}: {' '.join(cmd[1:])}", flush=True)
+    t0 = time.perf_counter()
+    with open(workdir / "log.txt", "w") as log:
+      rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT,
+                           env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    print(f"  exit {rc} after {time.perf_counter() - t0:.0f}s", flush=True)
+    if rc:
+      sys.exit(f"{dataset}/{name} failed; see {workdir / 'log.txt'}")
+
+
+def _row(name: str, s: dict, base: dict | None) -> str:
+  kind, _ = RUNS[name]
+  q = s["config"]["fedqsn"]
+  pct = lambda v: f"{100 * v:.1f}"
+  delta = "" if base is None else f"{100 * (s['test_accuracy'] - base['test_accuracy']):+.1f}"
+  attacked = "best_attacker_accuracy" in s  # a run trained without launch.extract: no attacks
+  gap = f"{100 * (s['test_accuracy'] - s['best_attacker_accuracy']):.1f}" if attacked else "n/a"
+  attacker = pct(s["best_attacker_accuracy"]) if attacked else "not run"
+  alone = pct(s["training_alone_accuracy"]) if attacked else "not run"
+  agg = q["aggregation"] + (f", up {q['upload_bits']}b" if q["upload_bits"] != 32 else "")
+  return (f"| {name} | {kind} | {q['p1']:g} | {q['p2']:g} | {q['bits']} | {agg} | "
+          f"{pct(s['test_accuracy'])} | {delta} | {pct(s['server_masked_accuracy'])} | "
+          f"{pct(s['client_proxy_accuracy_before'])} | {pct(s['client_proxy_accuracy_after'])} | "
+          f"{attacker} | {gap} | {alone} | {s['downlink_bits_per_param']:.2f} |")
+
+
+HEADER = ("| run | kind | p1 | p2 | bits | aggregation | global | vs FedAvg | server-masked | "
+          "client before | client after | best attacker | global - attacker | "
+          "training alone | downlink bits/param |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def summaries(out: pathlib.Path, dataset: str) -> dict:
+  """Finished runs, with or without the attacks (a run trained by launch.train)."""
+  found = {}
+  for name in RUNS:
+    path = out / dataset / name / "summary.json"
+    if path.exists():
+      found[name] = json.loads(path.read_text())
+  return found
+
+
+def report(out: pathlib.Path, plot: str) -> None:
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  datasets = [d for d in ("fashion_mnist", "shakespeare") if summaries(out, d)]
+  if not datasets:
+    sys.exit(f"no finished runs under {out}")
+  fig, axes = plt.subplots(2, len(datasets), figsize=(7 * len(datasets), 10), squeeze=False)
+  for col, dataset in enumerate(datasets):
+    ax = axes[0][col]
+    runs = summaries(out, dataset)
+    base = runs.get("fedavg")
+    lines = [f"### {dataset}", "", HEADER] + [_row(n, s, base) for n, s in runs.items()]
+    s0 = next(iter(runs.values()))
+    lines += ["", f"Server-pretrained model: {100 * s0['server_pretrained_accuracy']:.1f}% "
+              f"(trained on {s0['server_examples']} server examples); proxy metrics on "
+              f"{s0['fedqsn_eval_examples']} test examples; global and attackers on the "
+              f"whole test set."]
+    text = "\n".join(lines)
+    (out / f"{dataset}.md").write_text(text + "\n")
+    print(text + "\n")
+    for name, s in runs.items():
+      x = s["downlink_bits_per_param"]
+      color = {"FedAvg": "black", "FedQSN": "tab:blue", "quantization only": "tab:green",
+               "masking only": "tab:orange"}[RUNS[name][0]]
+      ax.scatter([x], [100 * s["test_accuracy"]], color=color, marker="o")
+      if "best_attacker_accuracy" in s:
+        ax.plot([x, x], [100 * s["best_attacker_accuracy"], 100 * s["test_accuracy"]],
+                color=color, alpha=0.5)
+        ax.scatter([x], [100 * s["best_attacker_accuracy"]], color=color, marker="x")
+      ax.annotate(name, (x, 100 * s["test_accuracy"]), fontsize=7, rotation=30)
+    if base is not None:
+      ax.axhline(100 * base["test_accuracy"], color="black", ls="--", lw=0.8,
+                 label="FedAvg global")
+      ax.axhline(100 * base["test_accuracy"] - 15, color="red", ls=":", lw=0.8,
+                 label="goal: attacker <= FedAvg - 15")
+      if "training_alone_accuracy" in base:
+        ax.axhline(100 * base["training_alone_accuracy"], color="gray", ls="-.", lw=0.8,
+                   label="a client training alone")
+    ax.set_xscale("log")
+    ax.set_xlabel("downlink bits / parameter")
+    ax.set_ylabel("test accuracy (%)  o: global model, x: best attacker")
+    ax.set_title(dataset)
+    ax.legend(fontsize=7, loc="lower right")
+    ax = axes[1][col]
+    for i, (name, s) in enumerate(runs.items()):
+      rows = [json.loads(l) for l in
+              (out / dataset / name / "metrics.jsonl").read_text().splitlines()]
+      color = plt.get_cmap("tab10")(i % 10)
+      rounds = [0] + [r["round"] for r in rows]  # round 0: the server-pretrained model
+      ax.plot(rounds, [100 * s["server_pretrained_accuracy"]] +
+              [100 * r["test_accuracy"] for r in rows], color=color, label=name)
+      rounds = rounds[1:]
+      ax.plot(rounds, [100 * r["client_proxy_accuracy_after"] for r in rows], color=color,
+              ls=":")
+    ax.set_xlabel("round")
+    ax.set_ylabel("test accuracy (%)  solid: global, dotted: best client after training")
+    ax.legend(fontsize=6, ncol=2)
+  fig.tight_layout()
+  pathlib.Path(plot).parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(plot, dpi=120)
+  print(f"plot: {plot}")
+
+
+def main(argv):
+  del argv
+  out = pathlib.Path(_OUT.value)
+  if _REPORT.value:
+    report(out, _PLOT.value)
+  elif _DATASET.value is None:
+    sys.exit("--dataset is required (or --report)")
+  else:
+    sweep(_DATASET.value, out)
+
+
+if __name__ == "__main__":
+  app.run(main)
