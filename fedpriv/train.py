@@ -261,6 +261,9 @@ def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[s
   # splits the round: jitted sampling, the host step, then the jitted round itself.
   prepare = getattr(algo.uplink, "prepare_round", None)
   eval_fn = jax.jit(lambda p, t: evaluate(task, p, t))
+  # chex counts traces per call site, not per run: a second run in the same process (a
+  # notebook, a sweep of defenses) would look like a retrace of the first.
+  chex.clear_trace_counter()
   t0 = time.perf_counter()
   if prepare is None:
     round_fn = jax.jit(chex.assert_max_traces(algo.run_round, n=1), donate_argnums=0)

@@ -16,31 +16,12 @@ _OUT = flags.DEFINE_string("out", "curves.png", "Output PNG.")
 
 def main(argv):
   del argv
-  import matplotlib  # pylint: disable=import-outside-toplevel
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  from fedpriv.plots import read_metrics  # pylint: disable=import-outside-toplevel
-
-  labels = _LABELS.value or _RUNS.value
-  if len(labels) != len(_RUNS.value):
-    raise app.UsageError("--labels needs one label per run")
-  fig, ax = plt.subplots(figsize=(6, 3.6))
-  for run, label in zip(_RUNS.value, labels):
-    records = read_metrics(run)
-    if not records:
-      raise app.UsageError(f"{run} has no metrics.jsonl records")
-    ax.plot([r["round"] for r in records], [r[_METRIC.value] for r in records], marker="o",
-            ms=3, label=label)
-  if _BASELINE.value is not None:
-    ax.axhline(_BASELINE.value, color="gray", ls="--", label=_BASELINE_LABEL.value)
-  ax.set_xlabel("round")
-  ax.set_ylabel(_METRIC.value.replace("_", " "))
-  ax.grid(alpha=0.3)
-  ax.legend()
-  if _TITLE.value:
-    ax.set_title(_TITLE.value)
-  fig.tight_layout()
-  fig.savefig(_OUT.value, dpi=110)
+  from fedpriv.plots import plot_runs  # pylint: disable=import-outside-toplevel
+  try:
+    plot_runs(_RUNS.value, _OUT.value, _LABELS.value, _METRIC.value, _BASELINE.value,
+              _BASELINE_LABEL.value, _TITLE.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
   print(f"wrote {_OUT.value}")
 
 
