@@ -9,25 +9,18 @@ membership writes DIR/membership.json and DIR/roc.png. Progress goes to stdout.
 
 A bad option is refused before any work starts: one line on stderr, exit status 2.
 """
-from absl import app, flags, logging
+from absl import app
 
 # The --config and --workdir flags (and the exit-2 flag parser) are launch.train's.
+from launch.cli import check_common
 from launch.train import _CONFIG, _WORKDIR, parse_flags, refuse
 
 
 def main(argv):
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  if len(argv) > 1:
-    refuse(f"unexpected arguments: {' '.join(argv[1:])}")
-  if _CONFIG.value is None:
-    refuse("--config is required (e.g. --config=launch/configs/attack.py:inversion)")
-  if not _WORKDIR.value:
-    refuse("--workdir is required")
+  check_common(argv, _CONFIG, "launch/configs/attack.py:inversion", _WORKDIR)
   # pylint: disable=import-outside-toplevel
   from fedpriv import attacks
   from fedpriv.attacks.config import AttackConfig
-  from fedpriv.attacks.defenses import DefenseUnavailable
   from fedpriv.config import ConfigError
   try:
     cfg = AttackConfig.from_dict(_CONFIG.value.to_dict())
@@ -35,7 +28,7 @@ def main(argv):
     refuse(str(e))
   try:
     attacks.run(cfg, _WORKDIR.value, log=lambda line: print(line, flush=True))
-  except (ConfigError, DefenseUnavailable) as e:
+  except ConfigError as e:
     refuse(str(e))
 
 

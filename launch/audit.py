@@ -17,10 +17,10 @@ import dataclasses
 import json
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from launch.cli import parse_flags, refuse
+from launch.cli import check_common, parse_flags, refuse
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
 _TRIALS = flags.DEFINE_integer("trials", 4000, "Releases per world (half pick the threshold).")
@@ -33,12 +33,7 @@ _OUT = flags.DEFINE_string("out", None, "Optional JSON file for the result.")
 
 
 def main(argv):
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  if len(argv) > 1:
-    refuse(f"unexpected arguments: {' '.join(argv[1:])}")
-  if _CONFIG.value is None:
-    refuse("--config is required (e.g. launch/configs/fashion_mnist.py:private)")
+  check_common(argv, _CONFIG, "launch/configs/fashion_mnist.py:private")
   if _TRIALS.value < 20 or _DIM.value < 0 or _COHORT.value < 0 or not 0 < _ALPHA.value < 1:
     refuse("need --trials >= 20, --dim >= 0, --cohort >= 0 and 0 < --alpha < 1")
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel

@@ -11,8 +11,9 @@ FedAvg from the same pretrained start).
 import json
 import pathlib
 
-from absl import app, flags, logging
+from absl import app, flags
 
+from launch.cli import check_common
 from launch.train import _CONFIG, _WORKDIR, parse_flags, refuse
 
 _ATTACKERS = flags.DEFINE_integer("attackers", 3, "Clients of the final round that attack "
@@ -24,14 +25,7 @@ _EPOCHS_FACTOR = flags.DEFINE_integer("epochs_factor", 10, "Attackers train this
 
 
 def main(argv):
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  if len(argv) > 1:
-    refuse(f"unexpected arguments: {' '.join(argv[1:])}")
-  if _CONFIG.value is None:
-    refuse("--config is required (e.g. --config=launch/configs/fashion_mnist.py:fedqsn)")
-  if not _WORKDIR.value:
-    refuse("--workdir is required")
+  check_common(argv, _CONFIG, "launch/configs/fashion_mnist.py:fedqsn", _WORKDIR)
   for flag in (_ATTACKERS, _COLLUDERS, _EPOCHS_FACTOR):
     if flag.value < 1:
       refuse(f"--{flag.name} must be >= 1, got {flag.value}")

@@ -10,10 +10,10 @@ split over every process's devices and the weighted sum is reduced across proces
 
 A bad option is refused before any work starts: one line on stderr, exit status 2.
 """
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from launch.cli import parse_flags, refuse
+from launch.cli import check_common, parse_flags, refuse
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file "
                                           "(launch/configs/*.py[:preset]).")
@@ -26,14 +26,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index (0 wri
 
 
 def main(argv):
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # keep library INFO chatter off the console
-  if len(argv) > 1:
-    refuse(f"unexpected arguments: {' '.join(argv[1:])}")
-  if _CONFIG.value is None:
-    refuse("--config is required (e.g. --config=launch/configs/fashion_mnist.py)")
-  if not _WORKDIR.value:
-    refuse("--workdir is required")
+  check_common(argv, _CONFIG, "launch/configs/fashion_mnist.py", _WORKDIR)
   if _COORDINATOR.value or _NUM_PROCESSES.value > 1:
     if not _COORDINATOR.value:
       refuse("--num_processes > 1 needs --coordinator_address=host:port")

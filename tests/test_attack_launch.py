@@ -7,7 +7,6 @@ import sys
 import pytest
 
 from conftest import ROOT, requires_fmnist
-from fedpriv.attacks.defenses import privacy_available
 
 
 def launch(*args, timeout=600):
@@ -21,7 +20,7 @@ def test_inversion_end_to_end(tmp_path):
   workdir = tmp_path / "inv"
   # One setting through the whole path (the undefended attack is tested in
   # test_inversion.py without the launcher).
-  defenses = "bits=8" if privacy_available() else "none"
+  defenses = "bits=8"
   r = launch("--config=launch/configs/attack.py:inversion", f"--workdir={workdir}",
              f"--config.defenses={defenses}", "--config.attack_steps=10",
              "--config.log_every=5", "--config.trials=1", "--config.pool=50")
@@ -34,8 +33,7 @@ def test_inversion_end_to_end(tmp_path):
     assert all(not isinstance(v, (dict, list)) for v in row.values())  # flat
     assert 0.0 < row["psnr"] <= 100.0 and -1.0 <= row["ssim"] <= 1.0
     assert (workdir / row["image"]).stat().st_size > 500
-  if privacy_available():
-    assert rows[0]["bits"] == 8 and rows[0]["uplink_bits_per_param"] == 8
+  assert rows[0]["bits"] == 8 and rows[0]["uplink_bits_per_param"] == 8
   assert (workdir / "reconstructions.png").stat().st_size > 500
 
 
@@ -79,11 +77,3 @@ def test_bad_values_exit_2_with_one_line_and_write_nothing(tmp_path, args, needl
   assert len(err) == 1 and needle in err[0], r.stderr
   assert "Traceback" not in r.stderr
   assert not workdir.exists()
-
-
-@pytest.mark.skipif(privacy_available(), reason="fedpriv.privacy is present")
-def test_a_defense_without_the_privacy_tier_exits_2(tmp_path):
-  r = launch("--config=launch/configs/attack.py", f"--workdir={tmp_path}/w",
-             "--config.defenses=none,bits=4")
-  assert r.returncode == 2 and "issue 4" in r.stderr and "Traceback" not in r.stderr
-  assert not (tmp_path / "w").exists()

@@ -60,12 +60,6 @@ def test_defense_specs_parse_and_refuse():
     defenses.parse_defenses("none,none")
 
 
-@pytest.mark.skipif(defenses.privacy_available(), reason="fedpriv.privacy is present")
-def test_defenses_without_the_privacy_tier_are_refused_clearly():
-  with pytest.raises(defenses.DefenseUnavailable, match="issue 4"):
-    defenses.deployment_config(Config(), defenses.parse_defense("bits=4"), 1.0, 1e-5)
-
-
 def _attack(defense_spec, attack_steps=100, seed=0):
   cfg = AttackConfig(defenses=defense_spec, attack_steps=attack_steps, pool=200,
                      train=Config(learning_rate=0.1))
@@ -99,7 +93,6 @@ def test_undefended_single_image_step_is_inverted():
 
 
 @requires_fmnist
-@pytest.mark.skipif(not defenses.privacy_available(), reason="needs fedpriv.privacy")
 def test_strong_dp_noise_defeats_the_attack():
   scores, _, mech = _attack("eps=1")
   assert mech.noisy and mech.noise_multiplier > 0

@@ -27,10 +27,6 @@ from fedpriv.config import ConfigError
 SECAGG_DEFAULT_BITS = 16
 
 
-class DefenseUnavailable(RuntimeError):
-  """The privacy mechanism a defense needs is not in this checkout."""
-
-
 @dataclasses.dataclass(frozen=True)
 class Defense:
   """A parsed spec.
@@ -105,33 +101,13 @@ def parse_defenses(specs: str, option: str = "defenses") -> list[Defense]:
   return out
 
 
-def privacy_available() -> bool:
-  try:
-    import fedpriv.privacy.setup  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-  except ImportError:
-    return False
-  from fedpriv.config import Config  # pylint: disable=import-outside-toplevel
-  return "privacy" in {f.name for f in dataclasses.fields(Config)}
-
-
-def require_privacy(defense: Defense) -> None:
-  if defense.enabled and not privacy_available():
-    raise DefenseUnavailable(
-        f"defense {defense.name!r} needs fedpriv.privacy (issue 4: update privacy), "
-        "which this checkout does not have yet; use 'none'")
-
-
 def deployment_config(train_cfg, defense: Defense, clip: float, delta: float):
   """The training config whose privacy mechanism the defense is: `train_cfg` with
   `privacy` set (and, for secure aggregation, the defense's clients per round).
 
   Raises:
     ConfigError: the combination is invalid (PrivacyConfig's own checks).
-    DefenseUnavailable: fedpriv.privacy is missing.
   """
-  require_privacy(defense)
-  if not privacy_available():
-    return train_cfg
   from fedpriv.config import PrivacyConfig  # pylint: disable=import-outside-toplevel
   if not defense.enabled:  # "none" means none, whatever the train config enabled
     return dataclasses.replace(train_cfg, privacy=PrivacyConfig())
@@ -154,7 +130,7 @@ def deployment_config(train_cfg, defense: Defense, clip: float, delta: float):
 
 def build_uplink(cfg, task):
   """The private uplink and its mechanism for `cfg.privacy` (or None, None when off)."""
-  if not getattr(getattr(cfg, "privacy", None), "enabled", False):
+  if not cfg.privacy.enabled:
     return None, None
   from fedpriv.privacy import setup as privacy_setup  # pylint: disable=import-outside-toplevel
   uplink, report = privacy_setup.build(cfg, task, cfg.num_clients)
