@@ -260,7 +260,9 @@ class FedAvg:
         "train_loss": total["loss_sum"] / count,
         "train_accuracy": total["correct"] / count,
         "clients_dropped_nonfinite": total["dropped_nonfinite"],
-        "clients_dropped_out": jnp.int32(int(self.dropout * self.clients_per_round)),
+        # Sampled clients that were not in the round (dropouts; padding is beyond them).
+        "clients_dropped_out": self.clients_per_round - jnp.sum(
+            cohort.valid[:self.clients_per_round], dtype=jnp.int32),
         "client_train_loss": per_client["train_loss"],
         "client_weight": per_client["weight"],
         "client_ids": cohort.client_ids,
