@@ -120,12 +120,7 @@ def plot_xy(series: dict, path, xlabel: str, ylabel: str, title: str = "",
   ax.grid(alpha=0.3)
   if len(series) > 1 or reference is not None:
     ax.legend(fontsize=7, loc="best")
-  if title:
-    ax.set_title(title, fontsize=10)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return pathlib.Path(path)
+  return _finish(plt, fig, ax, path, title)
 
 
 def plot_roc(curves: dict, path, title: str = "", bounds: dict | None = None):
@@ -152,6 +147,11 @@ def plot_roc(curves: dict, path, title: str = "", bounds: dict | None = None):
   ax.set_ylabel("true-positive rate")
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=7)
+  return _finish(plt, fig, ax, path, title)
+
+
+def _finish(plt, fig, ax, path, title: str):
+  """Titles, lays out, saves (110 dpi) and closes a one-axis figure."""
   if title:
     ax.set_title(title, fontsize=10)
   fig.tight_layout()
