@@ -19,6 +19,10 @@ from fedpriv.config import Config, ConfigError, FedQSNConfig
     ("seed", -1, "seed: must be >= 0"),
     ("test_fraction", 1.0, r"test_fraction: must be in \(0, 1\)"),
     ("conv_impl", "fft", "conv_impl: must be one of"),
+    ("lr_schedule", "cosine", "lr_schedule: must be one of"),
+    ("warmup_fraction", 0.06, "warmup_fraction: is set but lr_schedule is 'constant'"),
+    ("validation_fraction", -0.1, r"validation_fraction: must be in \[0, 1\)"),
+    ("sentiment_labels", "stars", "sentiment_labels: must be one of"),
 ])
 def test_bad_values_are_refused_with_the_option_named(option, value, match):
   with pytest.raises(ConfigError, match=match):
@@ -130,3 +134,19 @@ def test_ring_too_small_for_the_cohort_is_refused():
   sized = make_mechanism(PrivacyConfig(enabled=True, secagg=True, bits=8), num_clients=100,
                          cohort=10, rounds=1, size=100)
   assert 10 * 255 < 2 ** sized.ring_bits
+
+
+def test_linear_schedule_warms_up_decays_and_needs_the_step_count():
+  from fedpriv import optimizers  # pylint: disable=import-outside-toplevel
+  cfg = Config(client_optimizer="adamw", learning_rate=1e-4, lr_schedule="linear",
+               warmup_fraction=0.1, weight_decay=0.01)
+  with pytest.raises(ConfigError, match="lr_schedule: 'linear' needs the number of local steps"):
+    optimizers.client_optimizer(cfg)
+  with pytest.raises(ConfigError, match="warmup_fraction: must be in"):
+    Config(lr_schedule="linear", warmup_fraction=1.0)
+  lr = optimizers.client_learning_rate(cfg, 50)
+  rates = [float(lr(s)) for s in range(51)]
+  assert rates[0] == 0 and abs(rates[5] - 1e-4) < 1e-10 and rates[50] == 0
+  assert all(a < b for a, b in zip(rates[:5], rates[1:6]))     # warm-up over 5 = 10% of 50
+  assert all(a > b for a, b in zip(rates[5:50], rates[6:51]))  # then linear decay to 0
+  assert abs(rates[30] - 1e-4 * 20 / 45) < 1e-10

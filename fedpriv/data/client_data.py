@@ -62,6 +62,11 @@ class FederatedDataset:
     info: free-form facts about the data (sizes, vocabulary) for reports.
     server: optional training data held by the server alone (e.g. for FedQSN's server
       pretraining); never part of any client's data.
+    validation: optional held-out set for model selection (e.g. the best round),
+      disjoint from the training, server and test data.
+    vocab: for token ids taken from a pretrained model's larger vocabulary, the
+      original id of each id used here (`x` holds positions in `vocab`); None when
+      the ids are the model's own.
   """
   name: str
   train: ClientData
@@ -72,6 +77,8 @@ class FederatedDataset:
   client_groups: tuple[str, ...] = ()
   info: dict = dataclasses.field(default_factory=dict)
   server: EvalData | None = None
+  validation: EvalData | None = None
+  vocab: Any = None
 
   def select_clients(self, ids: Sequence[int]) -> "FederatedDataset":
     """The same dataset restricted to the clients `ids` (in that order)."""
