@@ -30,6 +30,7 @@ from fedpriv.evaluate import batch_eval_data, evaluate
 from fedpriv.fedavg import FedAvg
 from fedpriv.fedqsn.setup import attach_fedqsn
 from fedpriv.models.registry import Task, make_task
+from fedpriv.schedule import steps_per_epoch
 
 
 @dataclasses.dataclass
@@ -77,7 +78,8 @@ def build(cfg: Config) -> Experiment:
   data = load_dataset(cfg)
   example_shape = tuple(data.train.x.shape[2:])
   task = make_task(cfg.model, data.task, data.num_classes, example_shape,
-                   conv_impl=cfg.resolved_conv_impl)
+                   conv_impl=cfg.resolved_conv_impl, vocab=data.vocab)
+  local_steps = cfg.local_epochs * steps_per_epoch(data.train.max_examples, cfg.batch_size)
   seams, hooks = {}, []
   if cfg.privacy.enabled:  # update privacy: fedpriv/privacy
     from fedpriv.privacy import setup as privacy  # pylint: disable=import-outside-toplevel
@@ -85,7 +87,7 @@ def build(cfg: Config) -> Experiment:
     hooks.append(report)
   algorithm = FedAvg(
       task=task,
-      client_optimizer=optimizers.client_optimizer(cfg),
+      client_optimizer=optimizers.client_optimizer(cfg, local_steps),
       server_optimizer=optimizers.server_optimizer(cfg),
       clients_per_round=cfg.clients_per_round,
       local_epochs=cfg.local_epochs,

@@ -137,14 +137,16 @@ class SentenceClassifier(nn.Module):
   cfg: EncoderConfig
   num_classes: int = 2
 
-  @nn.compact
+  def setup(self):
+    self.encoder = Encoder(self.cfg)
+    self.head = nn.Dense(self.num_classes)
+
   def __call__(self, ids):
-    h = Encoder(self.cfg, name="encoder")(ids)
-    return nn.Dense(self.num_classes, name="head")(mean_pool(h, ids))
+    return self.head(mean_pool(self.encoder(ids), ids))
 
   def embed(self, ids):
     """L2-normalised mean-pooled sentence embeddings (all-MiniLM-L6-v2's output)."""
-    e = mean_pool(Encoder(self.cfg, name="encoder")(ids), ids)
+    e = mean_pool(self.encoder(ids), ids)
     return e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
 
 
