@@ -43,6 +43,8 @@ def test_split_is_disjoint_complete_and_seeded():
   other = sentiment.split(1000, 0.2, 0.1, seed=5)
   assert all(np.array_equal(a, b) for a, b in zip((tr, va, te), again))
   assert not np.array_equal(te, other[2])
+  # A prefix is a random sample, not the start of the file (positives come first there).
+  assert 0.3 < (te[:100] < 500).mean() < 0.7
 
 
 @requires_sentiment
@@ -76,6 +78,9 @@ def test_server_share_is_held_out_of_the_clients():
                               fedqsn={"enabled": True, "server_fraction": 0.25}))
   ds = load_dataset(cfg)
   assert ds.info["server_examples"] == 100 and ds.info["train_examples"] == 300
+  # Limits take random samples: both labels are in every small split.
+  for y in (ds.test.y, ds.validation.y, ds.server.y, ds.train.y[ds.train.mask]):
+    assert 0.25 < np.mean(y) < 0.75
   assert len(ds.validation.mask) == 50 and len(ds.test.mask) == 50
   rows = lambda x: {r.tobytes() for r in np.asarray(x)}
   assert not rows(ds.server.x) & rows(ds.train.x[ds.train.mask])
@@ -92,3 +97,46 @@ def test_config_refuses_bad_sentiment_options():
     Config(dataset="sentiment", model="minilm", test_fraction=0.6, validation_fraction=0.4)
   with pytest.raises(ConfigError, match="config.model: image datasets need 'cnn'"):
     Config(dataset="fashion_mnist", model="minilm")
+
+
+def test_fedavg_preset_runs_end_to_end_on_a_tiny_encoder(tmp_path):
+  """The launch path with a tiny random BERT in HF layout (FEDPRIV_MINILM_DIR): its own
+  tokenizer, the corpus (skipped if missing), vocabulary pruning, the linear schedule."""
+  preset = "fedavg"
+  import json  # pylint: disable=import-outside-toplevel
+  import os  # pylint: disable=import-outside-toplevel
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+
+  from conftest import ROOT, sentiment_available, write_tiny_minilm  # pylint: disable=import-outside-toplevel
+  if not sentiment_available():
+    pytest.skip("the sentiment corpus is missing (make install)")
+  folder, _ = write_tiny_minilm(tmp_path / "tiny")
+  env = dict(os.environ, PYTHONPATH=ROOT, FEDPRIV_MINILM_DIR=str(folder))
+  workdir = tmp_path / "run"
+  r = subprocess.run(
+      [sys.executable, "-m", "launch.train", f"--config=launch/configs/sentiment.py:{preset}",
+       f"--workdir={workdir}", "--config.num_clients=4", "--config.clients_per_round=2",
+       "--config.rounds=1", "--config.train_limit=120", "--config.test_limit=40",
+       "--config.eval_batch_size=20", "--config.seq_len=12"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert r.returncode == 0, r.stderr[-3000:]
+  summary = json.loads((workdir / "summary.json").read_text())
+  assert summary["model"] == "minilm" and summary["dataset"] == "sentiment"
+  assert 0 <= summary["test_accuracy"] <= 1
+
+
+def test_fedqsn_preset_builds_with_the_minilm_spec(tmp_path, monkeypatch):
+  from conftest import sentiment_available, write_tiny_minilm  # pylint: disable=import-outside-toplevel
+  from fedpriv import train  # pylint: disable=import-outside-toplevel
+  from launch.configs import sentiment as presets  # pylint: disable=import-outside-toplevel
+  if not sentiment_available():
+    pytest.skip("the sentiment corpus is missing (make install)")
+  folder, _ = write_tiny_minilm(tmp_path / "tiny")
+  monkeypatch.setenv("FEDPRIV_MINILM_DIR", str(folder))
+  values = presets.get_config("fedqsn").to_dict()
+  values.update(num_clients=4, clients_per_round=2, train_limit=80, test_limit=20, seq_len=12)
+  exp = train.build(Config.from_dict(values))
+  downlink = exp.algorithm.downlink
+  assert [n for _, n in downlink.spec.groups] == [16] * 5  # embedding + 2 x (attn, ffn)
+  assert downlink.bits_per_param < 32

@@ -78,11 +78,14 @@ def load_movies(path: str | None = None, labels: str = "sign"):
 
 
 def split(n: int, test_fraction: float, validation_fraction: float, seed: int):
-  """Seeded disjoint `(train, validation, test)` index arrays covering `range(n)`."""
+  """Seeded disjoint `(train, validation, test)` index arrays covering `range(n)`.
+
+  Each array is in a random order (the file lists all positive sentences before the
+  negative ones), so that its first k entries are a random sample of k.
+  """
   order = np.random.default_rng([seed, 401]).permutation(n)
   n_test = int(round(test_fraction * n))
   n_val = int(round(validation_fraction * n))
   if n - n_test - n_val < 1:
     raise ValueError(f"test and validation fractions leave no training example of {n}")
-  return (np.sort(order[n_test + n_val:]), np.sort(order[n_test:n_test + n_val]),
-          np.sort(order[:n_test]))
+  return order[n_test + n_val:], order[n_test:n_test + n_val], order[:n_test]
