@@ -214,3 +214,22 @@ def test_fedqsn_spec_masks_exactly_the_embedding_and_sublayer_outputs(tiny):
     assert 0 < k.sum() < len(k)
     np.testing.assert_array_equal(np.asarray(out)[..., ~k], 0.0)  # dropped: zero everywhere
     assert (np.abs(np.asarray(out)[..., k]) > 0).mean() > 0.9     # kept: alive
+
+
+@pytest.mark.skipif(not __import__("conftest").sentiment_available(),
+                    reason="the sentiment corpus is missing (make install)")
+@requires_minilm
+def test_pruned_real_model_gives_the_same_logits_on_corpus_sentences():
+  from fedpriv.config import Config  # pylint: disable=import-outside-toplevel
+  from fedpriv.data import load_dataset  # pylint: disable=import-outside-toplevel
+  ds = load_dataset(Config(dataset="sentiment", model="minilm", num_clients=2,
+                           clients_per_round=1, seq_len=48, test_limit=8))
+  pruned = minilm_task(2, (48,), vocab=ds.vocab)
+  full = minilm_task(2, (48,))
+  params = pruned.init(jax.random.key(0))
+  assert params["encoder"]["word_embed"].shape == (len(ds.vocab), 384) and len(ds.vocab) < 30522
+  full_params = {**params, "encoder": {**params["encoder"],
+                                       "word_embed": full.init(jax.random.key(0))["encoder"]["word_embed"]}}
+  x = np.asarray(ds.test.x)
+  np.testing.assert_array_equal(np.asarray(pruned.apply(params, jnp.asarray(x))),
+                                np.asarray(full.apply(full_params, jnp.asarray(ds.vocab[x]))))
