@@ -172,7 +172,7 @@ def test_real_weights_match_reference_and_rank_paraphrases():
   params = {"encoder": encoder, "head": {"kernel": np.zeros((cfg.hidden, 2), np.float32),
                                          "bias": np.zeros((2,), np.float32)}}
   emb = np.asarray(model.apply({"params": params}, jnp.asarray(ids), method=model.embed))
-  np.testing.assert_allclose(emb, np.asarray(ref["embeddings"]), atol=2e-4)
+  np.testing.assert_allclose(emb, np.asarray(ref["embeddings"]), atol=1e-5)  # measured 2e-7
   # Paraphrase pairs (0, 1), (2, 3) are closer to each other than to anything else.
   for i, j in ref["paraphrases"]:
     sim = _cosine(emb[i], emb[j])
