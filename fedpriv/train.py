@@ -27,6 +27,7 @@ from fedpriv.cohort import client_mesh
 from fedpriv.config import Config, ConfigError
 from fedpriv.data import FederatedDataset, load_dataset
 from fedpriv.evaluate import batch_eval_data, evaluate
+from fedpriv.events import EventLog
 from fedpriv.fedavg import FedAvg
 from fedpriv.fedqsn.setup import attach_fedqsn
 from fedpriv.models.registry import Task, make_task
@@ -158,6 +159,7 @@ class _Workdir:
     self.path, self.write = path, write
     self.metrics_path = path / "metrics.jsonl"
     self.config_path = path / "config.json"
+    self.events = EventLog(path)  # TensorBoard scalars, rebuilt from metrics.jsonl
     wanted = json.dumps(cfg.to_dict(), sort_keys=True)
     if self.config_path.exists():
       if self.config_path.read_text().strip() != wanted:
@@ -194,7 +196,10 @@ class _Workdir:
 
   def keep_metrics_through(self, rnd: int) -> None:
     """Drops metric lines of rounds after `rnd` (and any torn last line)."""
-    if not self.write or not self.metrics_path.exists():
+    if not self.write:
+      return
+    if not self.metrics_path.exists():
+      self.events.rebuild([])
       return
     kept = []
     for line in self.metrics_path.read_text().splitlines():
@@ -205,6 +210,7 @@ class _Workdir:
       if record.get("round", 0) <= rnd:
         kept.append(line)
     _atomic_write(self.metrics_path, "".join(l + "\n" for l in kept))
+    self.events.rebuild([json.loads(l) for l in kept])
 
   def metrics(self, record: dict) -> None:
     if not self.write:
@@ -213,8 +219,10 @@ class _Workdir:
       f.write(json.dumps(record) + "\n")
       f.flush()
       os.fsync(f.fileno())
+    self.events.write(record)
 
   def summary(self, record: dict) -> None:
+    self.events.close()
     if self.write:
       _atomic_write(self.path / "summary.json", json.dumps(record, indent=1) + "\n")
 

@@ -36,6 +36,16 @@ def schedules_of(cohort, pop, epochs=1, batch=4):
                for c, k in zip(ids, keys)]
 
 
+_GRADS = {}
+
+
+def _grad(task):
+  """The minibatch gradient, jitted once per task (the loop around it stays plain)."""
+  if task.name not in _GRADS:
+    _GRADS[task.name] = jax.jit(jax.grad(lambda q, x, y, v: task.mean_loss(q, x, y, v)[0]))
+  return _GRADS[task.name]
+
+
 def sequential_round(task, params, pop, ids, schedules, *, mu=0.0, c=None, ci=None,
                      num_clients=None):
   """One round written plainly: a Python loop over clients and SGD steps.
@@ -53,7 +63,7 @@ def sequential_round(task, params, pop, ids, schedules, *, mu=0.0, c=None, ci=No
         continue
       steps += 1
       bi = np.asarray(idx[s])
-      g = jax.grad(lambda q: task.mean_loss(q, pop.x[cid][bi], pop.y[cid][bi], v)[0])(p)
+      g = _grad(task)(p, pop.x[cid][bi], pop.y[cid][bi], v)
       g = jax.tree.map(lambda gg, pp, p0: gg + mu * (pp - p0), g, p, params)
       if c is not None:
         g = jax.tree.map(lambda gg, cc, cci: gg + cc - cci, g, c, ci[cid])
@@ -76,12 +86,12 @@ def sequential_round(task, params, pop, ids, schedules, *, mu=0.0, c=None, ci=No
 
 def test_fedprox_equals_sequential_computation():
   pop = tiny_population([10, 6, 8, 5], seed=1)
-  algo = make_algo(cohort=3, rule=algorithms.FedProx(0.5), chunk=3)
+  algo = make_algo(cohort=3, rule=algorithms.FedProx(1.0), chunk=3, epochs=2)
   params = algo.task.init(jax.random.key(0))
   cohort = algo.sample_cohort(keylib.base_key(3), 1, pop.num_clients)
   state, _ = jax.jit(algo.apply)(algo.init(params), jax.tree.map(jnp.asarray, pop), cohort)
-  ids, schedules = schedules_of(cohort, pop)
-  want = sequential_round(algo.task, params, pop, ids, schedules, mu=0.5)
+  ids, schedules = schedules_of(cohort, pop, epochs=2)
+  want = sequential_round(algo.task, params, pop, ids, schedules, mu=1.0)
   chex.assert_trees_all_close(state.params, want, atol=1e-5, rtol=1e-5)
   # The proximal term matters at this mu: FedAvg lands elsewhere.
   plain = sequential_round(algo.task, params, pop, ids, schedules)
