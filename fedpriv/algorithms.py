@@ -191,7 +191,7 @@ def from_config(cfg: Config, num_clients: int, params_shape) -> Rule:
     mb = rule.state_bytes(params_shape) / 2**20
     if mb > cfg.max_client_state_mb:
       raise ConfigError("max_client_state_mb", f"'scaffold' keeps a control variate per "
-                        f"client: {num_clients} clients x the model = {mb:,.1f} MB, above "
+                        f"client: {num_clients} clients x the model = {mb:,.3g} MB, above "
                         f"the limit {cfg.max_client_state_mb:g} MB; raise it or use fewer "
                         "clients")
     return rule
