@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fedpriv import keys as keylib
-from fedpriv import optimizers, plots
+from fedpriv import algorithms, optimizers, plots
 from fedpriv.cohort import client_mesh
 from fedpriv.config import Config, ConfigError
 from fedpriv.data import FederatedDataset, load_dataset
@@ -89,6 +89,10 @@ def build(cfg: Config) -> Experiment:
     from fedpriv.privacy import setup as privacy  # pylint: disable=import-outside-toplevel
     seams["uplink"], report = privacy.build(cfg, task, data.train.num_clients)
     hooks.append(report)
+  shapes = jax.eval_shape(task.init, keylib.init_key(keylib.base_key(cfg.seed)))
+  rule = algorithms.from_config(cfg, data.train.num_clients, shapes)
+  if rule.state_bytes(shapes):
+    hooks.append(algorithms.StateReport(rule.state_bytes(shapes)))
   algorithm = FedAvg(
       task=task,
       client_optimizer=optimizers.client_optimizer(cfg),
@@ -100,6 +104,7 @@ def build(cfg: Config) -> Experiment:
       unroll=cfg.unroll,
       mesh=mesh,
       dropout=cfg.dropout,
+      rule=rule,
       **seams,
   )
   experiment = Experiment(cfg, data, task, algorithm, hooks)

@@ -38,6 +38,9 @@ class PrivacyReport:
     out = {}
     if evaluated:
       out["epsilon"] = accounting.epsilon(self.mechanism, rnd)
+      # The ledger so far: exact bits sent by all clients, up and down.
+      out["uplink_bits_total"] = self.totals.uplink
+      out["downlink_bits_total"] = self.totals.downlink
       if self.secagg_seconds:
         out["secagg_seconds"] = self.secagg_seconds[-1]
     return out
