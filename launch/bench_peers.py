@@ -450,7 +450,7 @@ def main(argv):
       raise app.UsageError(f"unknown peer {p!r}; known: fedpriv, torch, flower")
   os.makedirs(_WORKDIR.value, exist_ok=True)
   cohort = _COHORT.value
-  rows, overhead, steps = [], [], {}
+  rows, overhead, steps, failed = [], [], {}, []
   t_start, cpu_start = time.perf_counter(), os.times()
   for model in _MODELS.value:
     params = os.path.abspath(os.path.join(_WORKDIR.value, f"init_{model}.npz"))
@@ -480,8 +480,13 @@ def main(argv):
               flush=True)
     for chunk in _OVERHEAD.value:
       print(f"running overhead {model} chunk {chunk} ... load {_load_line()}", flush=True)
-      r = _run_child(_fedpriv_argv("overhead", model, int(chunk), cohort, params),
-                     dict(os.environ, PYTHONPATH=ROOT))
+      try:
+        r = _run_child(_fedpriv_argv("overhead", model, int(chunk), cohort, params),
+                       dict(os.environ, PYTHONPATH=ROOT))
+      except RuntimeError as e:  # e.g. out of memory at a large chunk: keep the rest
+        print(f"  failed: {str(e).splitlines()[-1]}", flush=True)
+        failed.append({"model": model, "chunk_size": int(chunk), "error": str(e)[-500:]})
+        continue
       overhead.append(r)
       print(f"  full {r['full_s']:.2f} s, train+gather {r['train_gather_s']:.2f} s, "
             f"pregathered {r['train_pregathered_s']:.2f} s", flush=True)
@@ -503,6 +508,8 @@ def main(argv):
                   f"{r['peer']} in clients per second")
   if overhead:
     md += ["", _overhead_table(overhead, steps)]
+  md += [f"- overhead at chunk {f['chunk_size']} ({f['model']}) failed: "
+         f"{f['error'].splitlines()[-1]}" for f in failed]
   md += ["", f"Run wall {summary['wall_s']:.0f} s, CPU of all children "
          f"{summary['children_cpu_s']:.0f} s, load average at the end {summary['load_at_end']}"
          f" ({summary['cpus']} CPUs)."]
@@ -510,7 +517,7 @@ def main(argv):
   print(text)
   if _OUT.value:
     with open(_OUT.value, "w") as f:
-      json.dump({"peers": rows, "overhead": overhead, "summary": summary}, f, indent=1)
+      json.dump({"peers": rows, "overhead": overhead, "failed": failed, "summary": summary}, f, indent=1)
   if _MD.value:
     with open(_MD.value, "w") as f:
       f.write(text + "\n")
