@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -31,7 +32,7 @@ import time
 from absl import app, flags
 
 _OUT = flags.DEFINE_string("out", os.environ.get("OUT", "gpu_out"), "Results folder.")
-_BUDGET = flags.DEFINE_integer("budget_s", 450, "Stop starting sections after this.")
+_BUDGET = flags.DEFINE_integer("budget_s", 420, "Stop starting sections after this.")
 _TINY = flags.DEFINE_bool("tiny", False, "Test-sized settings (a CPU smoke test).")
 _SECTIONS = flags.DEFINE_list("sections", ["bench", "peers_1000", "overhead", "peers_10000",
                                            "shakespeare"], "Sections, in order.")
@@ -67,9 +68,10 @@ def _plan(tiny: bool, out: str, torch_ok: bool) -> dict:
     boxes = {"bench": 300, "peers_1000": 300, "overhead": 300, "peers_10000": 300,
              "shakespeare": 300}
   else:
-    bench = [[py, "-m", "launch.benchmark", "--sections=fedavg,ceiling_seq,ceiling_vmap,"
-              "private,full", "--rounds=4", f"--chunk_size={c}", f"--out={out}/bench_c{c}.json"]
-             for c in (1, 10)]
+    bench = [[py, "-m", "launch.benchmark", "--sections=fedavg,ceiling_seq,private,full",
+              "--rounds=4", "--chunk_size=1", f"--out={out}/bench_c1.json"],
+             [py, "-m", "launch.benchmark", "--sections=fedavg,ceiling_vmap", "--rounds=4",
+              "--chunk_size=10", f"--out={out}/bench_c10.json"]]
     p1000 = [[py, "-m", "launch.bench_peers", f"--peers={peers}", "--models=cnn,small_cnn",
               "--cohort=1000", f"--rounds={rounds}", "--chunk_sizes=1,100,1000", *torch_py,
               f"--workdir={out}/peers_work", f"--out={out}/peers_1000.json",
@@ -85,12 +87,31 @@ def _plan(tiny: bool, out: str, torch_ok: bool) -> dict:
     shakes = [[py, "-m", "launch.train", "--config=launch/configs/shakespeare.py",
                f"--workdir={out}/shakespeare", "--config.rounds=1200",
                "--config.eval_every=50", "--config.checkpoint_every=0"]]
-    boxes = {"bench": 110, "peers_1000": 80, "overhead": 60, "peers_10000": 60,
-             "shakespeare": 140}
+    boxes = {"bench": 120, "peers_1000": 80, "overhead": 60, "peers_10000": 60,
+             "shakespeare": 130}
   return {"bench": (boxes["bench"], bench), "peers_1000": (boxes["peers_1000"], p1000),
           "overhead": (boxes["overhead"], overhead),
           "peers_10000": (boxes["peers_10000"], p10000),
           "shakespeare": (boxes["shakespeare"], shakes)}
+
+
+def _run_boxed(argv, box_s, env):
+  """Runs `argv` in its own process group; past `box_s`, SIGTERM to the whole group
+  (launch.train then checkpoints and stops; its metrics.jsonl is already written), and
+  SIGKILL 20 s later. Returns (status, stdout, stderr)."""
+  proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          cwd=ROOT, env=env, start_new_session=True)
+  try:
+    stdout, stderr = proc.communicate(timeout=box_s)
+    return ("ok" if proc.returncode == 0 else f"exit {proc.returncode}"), stdout, stderr
+  except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+      stdout, stderr = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+      os.killpg(proc.pid, signal.SIGKILL)
+      stdout, stderr = proc.communicate()
+    return "timed out", stdout or "", stderr or ""
 
 
 def _probe() -> dict:
@@ -147,15 +168,7 @@ def main(argv):
     for argv in commands:
       say(f"{section}: {' '.join(argv[2:4])} (time box {per:.0f} s)")
       t0 = time.perf_counter()
-      try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=per, cwd=ROOT,
-                              env=env)
-        status = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
-        stdout, stderr = proc.stdout, proc.stderr
-      except subprocess.TimeoutExpired as e:
-        status = "timed out"
-        stdout = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
-        stderr = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
+      status, stdout, stderr = _run_boxed(argv, per, env)
       took = time.perf_counter() - t0
       say(f"  {status} in {took:.0f} s")
       log.write(stdout[-6000:] + "\n" + stderr[-3000:] + "\n")
