@@ -470,7 +470,12 @@ def main(argv):
         load = _load_line()
         print(f"running {peer} {model} ({' '.join(argv[2:4])}) ... load {load}", flush=True)
         env = dict(os.environ, PYTHONPATH=ROOT)
-        r = _with_per_client(_run_child(argv, env))
+        try:
+          r = _with_per_client(_run_child(argv, env))
+        except RuntimeError as e:  # a peer that fails or is stopped: keep the others
+          print(f"  failed: {str(e).splitlines()[-1]}", flush=True)
+          failed.append({"peer": peer, "model": model, "error": str(e)[-500:]})
+          continue
         r["load_before"] = load
         rows.append(r)
         if peer == "fedpriv" and "steps_alone_s" in r:
@@ -508,8 +513,8 @@ def main(argv):
                   f"{r['peer']} in clients per second")
   if overhead:
     md += ["", _overhead_table(overhead, steps)]
-  md += [f"- overhead at chunk {f['chunk_size']} ({f['model']}) failed: "
-         f"{f['error'].splitlines()[-1]}" for f in failed]
+  md += [f"- {f.get('peer', 'overhead')} ({f['model']}, chunk {f.get('chunk_size', '-')}) "
+         f"failed: {f['error'].splitlines()[-1]}" for f in failed]
   md += ["", f"Run wall {summary['wall_s']:.0f} s, CPU of all children "
          f"{summary['children_cpu_s']:.0f} s, load average at the end {summary['load_at_end']}"
          f" ({summary['cpus']} CPUs)."]
