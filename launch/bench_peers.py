@@ -478,6 +478,9 @@ def main(argv):
           continue
         r["load_before"] = load
         rows.append(r)
+        if _OUT.value:  # what is measured so far survives a run stopped later
+          with open(_OUT.value, "w") as f:
+            json.dump({"peers": rows, "overhead": overhead, "failed": failed}, f, indent=1)
         if peer == "fedpriv" and "steps_alone_s" in r:
           steps[model] = r["steps_alone_s"]
         print(f"  {r['sec_per_round']:.2f} s/round, {r['clients_per_s']:.0f} clients/s, "
