@@ -127,7 +127,7 @@ class Workdir:
     self.history_path = self.path / "config_history.json"
     self._release = claim(self.path) if write else (lambda: None)
     try:
-      self._cfg = cfg_dict
+      self._cfg = cfg_dict = json.loads(json.dumps(cfg_dict))  # tuples as JSON has them
       self.changes = {}
       if self.config_path.exists():
         old = json.loads(self.config_path.read_text())

@@ -79,7 +79,7 @@ def tiny_experiment(rounds=4, checkpoint_every=2, eval_every=1, private=False,
 
 
 def main():
-  parser = argparse.ArgumentParser()
+  parser = argparse.ArgumentParser(allow_abbrev=False)
   parser.add_argument("workdir", nargs="?")
   # As a sweep's launcher: `--workdir=... --config=... --config.rounds=...`.
   parser.add_argument("--workdir", dest="workdir_flag")
