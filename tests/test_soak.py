@@ -50,8 +50,9 @@ def test_random_sigkills_leave_the_run_bit_identical(tmp_path):
   rng = np.random.default_rng(16)
   kills = 0
   while True:
+    errors = open(tmp_path / "stderr.txt", "w")  # pylint: disable=consider-using-with
     proc = subprocess.Popen([sys.executable, MAIN, str(wd), *ARGS], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=errors, text=True)
     if kills < KILLS:
       for line in proc.stdout:  # wait until it trains, then kill it at a random moment
         if line.startswith("round"):
@@ -61,12 +62,14 @@ def test_random_sigkills_leave_the_run_bit_identical(tmp_path):
       rc = proc.wait()
       proc.stdout.close()
       if rc == -signal.SIGKILL:
+        errors.close()
         kills += 1
         continue
     else:
       proc.communicate(timeout=3600)
       rc = proc.returncode
-    assert rc == 0
+    errors.close()
+    assert rc == 0, (kills, (tmp_path / "stderr.txt").read_text()[-3000:])
     break
   assert kills >= KILLS // 2, kills  # (a fast machine may finish before every kill)
 
