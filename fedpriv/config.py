@@ -210,6 +210,8 @@ class Config:
       check("dropout", self.dropout == 0, "is not supported with poisson sampling")
       check("privacy.dropout", self.privacy.dropout == 0,
             "is not supported with poisson sampling")
+      check("client_sampling", not self.fedqsn.enabled,
+            "'poisson' is not supported with fedqsn (its hooks replay fixed-size cohorts)")
     else:
       check("client_capacity", self.client_capacity == 0,
             "is for client_sampling='poisson' (fixed-size cohorts hold clients_per_round)")

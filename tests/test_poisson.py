@@ -125,17 +125,6 @@ def test_capacity_is_sized_from_the_overflow_probability():
   assert cohort_capacity(Config(num_clients=6000, clients_per_round=100), 6000) == 100
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"client_sampling": "bernoulli"}, "client_sampling: must be one of"),
-    ({"client_sampling": "poisson", "client_capacity": 2}, "client_capacity: must be >= "),
-    ({"client_capacity": 20}, "client_capacity: is for client_sampling='poisson'"),
-    ({"client_sampling": "poisson", "dropout": 0.1}, "dropout: is not supported"),
-])
-def test_bad_sampling_options_are_refused(changes, message):
-  with pytest.raises(ConfigError, match=message):
-    Config(num_clients=N, clients_per_round=EXPECTED, **changes)
-
-
 def test_poisson_with_distributed_noise_is_refused():
   cfg = Config(num_clients=N, clients_per_round=EXPECTED, client_sampling="poisson",
                privacy=PrivacyConfig(enabled=True, bits=8, secagg=True, noise="distributed",
