@@ -27,10 +27,12 @@ PRIVATE = ["--config.clients_per_round=4", "--config.privacy.enabled=True",
            "--config.privacy.dropout=0.25"]
 # Two runs of one config draw different secret noise, so an uninterrupted reference run
 # needs the seed-derived noise (`reproducible_noise`); the secret itself is tested
-# below, against a copy of the crashed run's workdir.
+# below, against a copy of the crashed run's workdir. SCAFFOLD's control variates
+# (server and every client's) are in the checkpoint.
 VARIANTS = {"plain": ["--config.dropout=0.5"],
             "secagg": PRIVATE + ["--config.privacy.reproducible_noise=True"],
-            "secagg_secret": PRIVATE}
+            "secagg_secret": PRIVATE,
+            "scaffold": ["--config.algorithm=scaffold", "--config.dropout=0.5"]}
 
 
 def _cmd(workdir, variant="plain"):
@@ -99,7 +101,7 @@ def test_the_secret_noise_survives_a_crash_in_the_checkpoint(tmp_path):
 
 
 @requires_fmnist
-@pytest.mark.parametrize("variant", ["plain", "secagg"])
+@pytest.mark.parametrize("variant", ["plain", "secagg", "scaffold"])
 def test_sigkill_and_rerun_gives_the_uninterrupted_result(tmp_path, variant):
   ref = tmp_path / "ref"
   r = subprocess.run(_cmd(ref, variant), cwd=ROOT, env=_env(), capture_output=True, text=True,
