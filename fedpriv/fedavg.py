@@ -31,14 +31,25 @@ from fedpriv.cohort import padded_cohort_size, sharded_map_reduce
 from fedpriv.data.client_data import ClientData
 from fedpriv.local import local_train
 from fedpriv.models.registry import Task
-from fedpriv.schedule import client_batches, sample_clients
+from fedpriv.schedule import client_batches, poisson_clients, sample_clients
 
 
 class ServerState(NamedTuple):
+  """The server's state between rounds (what a checkpoint holds).
+
+  Attributes:
+    params: the global model.
+    opt_state: the server optimizer's state.
+    round: rounds completed so far (int32 scalar).
+    noise_seed: `[2]` uint32, the data of the secret base key from which DP noise and
+      randomized rounding derive (`keys.secret_key`): secret, so never written anywhere
+      but the checkpoint (which keeps a resumed run bit-identical).
+  """
   params: Any
   opt_state: Any
-  round: jax.Array  # rounds completed so far (int32 scalar)
+  round: jax.Array
   extra: Any = ()   # the algorithm rule's state (SCAFFOLD's control variates)
+  noise_seed: Any = None
 
 
 class Cohort(NamedTuple):
@@ -135,7 +146,7 @@ class FedAvg:
     task: model and loss.
     client_optimizer: optax transformation used for local steps.
     server_optimizer: optax transformation applied to the negated mean update.
-    clients_per_round: cohort size.
+    clients_per_round: cohort size (the expected size with Poisson sampling).
     local_epochs: passes over each client's data per round.
     batch_size: local minibatch size.
     chunk_size: clients vmapped together (memory grows with it, not with the cohort).
@@ -147,6 +158,11 @@ class FedAvg:
     downlink: what a client receives (default: the global model).
     uplink: what a client sends and how the server decodes the sum.
     rule: what the algorithm adds to the round (algorithms.py: FedProx, SCAFFOLD).
+    client_sampling: "fixed" (`clients_per_round` without replacement) or "poisson"
+      (each client with probability clients_per_round / N; a variable cohort padded to
+      `capacity` slots with a validity mask, so shapes stay static).
+    capacity: Poisson only: the most clients a round holds (larger draws keep a
+      random `capacity` of theirs).
   """
   task: Task
   client_optimizer: optax.GradientTransformation
@@ -161,29 +177,69 @@ class FedAvg:
   downlink: Any = dataclasses.field(default_factory=PlainDownlink)
   uplink: Any = dataclasses.field(default_factory=PlainUplink)
   rule: Rule = dataclasses.field(default_factory=Rule)
+  client_sampling: str = "fixed"
+  capacity: int = 0
+
+  def __post_init__(self):
+    if self.client_sampling not in ("fixed", "poisson"):
+      raise ValueError(f"client_sampling must be 'fixed' or 'poisson', got "
+                       f"{self.client_sampling!r}")
+    if self.poisson and (self.capacity < 1 or self.dropout):
+      raise ValueError("poisson sampling needs capacity >= 1 and no dropout")
+
+  @property
+  def poisson(self) -> bool:
+    return self.client_sampling == "poisson"
 
   @property
   def num_devices(self) -> int:
     return 1 if self.mesh is None else self.mesh.devices.size
 
   @property
-  def padded_cohort(self) -> int:
-    return padded_cohort_size(self.clients_per_round, self.chunk_size, self.num_devices)
+  def cohort_capacity(self) -> int:
+    """Real cohort slots before chunk padding."""
+    return self.capacity if self.poisson else self.clients_per_round
 
-  def init(self, params) -> ServerState:
+  @property
+  def padded_cohort(self) -> int:
+    return padded_cohort_size(self.cohort_capacity, self.chunk_size, self.num_devices)
+
+  def sampled_count(self, cohort: Cohort):
+    """How many leading entries of `cohort` were sampled (dropouts included)."""
+    if self.poisson:
+      return jnp.sum(cohort.valid, dtype=jnp.int32)
+    return self.clients_per_round
+
+  def init(self, params, noise_key: jax.Array | None = None) -> ServerState:
+    """The state before round 1.
+
+    Args:
+      params: the initial model.
+      noise_key: base key of the DP noise and randomized rounding; default a fresh
+        `keys.secret_key()` (from the OS). Pass `keys.simulation_noise_key(base)` only
+        for a reproducible simulation: noise derived from the seed is not private.
+    """
+    if noise_key is None:
+      noise_key = keylib.secret_key()
     return ServerState(params, self.server_optimizer.init(params), jnp.zeros((), jnp.int32),
-                       self.rule.init(params))
+                       self.rule.init(params), jax.random.key_data(noise_key))
 
   def sample_cohort(self, base_key: jax.Array, rnd, num_clients: int) -> Cohort:
     """The cohort of round `rnd` (1-based), drawn from `(base_key, rnd)` alone."""
     rkey = keylib.round_key(base_key, rnd)
-    ids = sample_clients(keylib.server_key(rkey, keylib.SAMPLE_CLIENTS), num_clients,
-                         self.clients_per_round)
+    skey = keylib.server_key(rkey, keylib.SAMPLE_CLIENTS)
+    if self.poisson:
+      ids, count = poisson_clients(skey, num_clients, self.clients_per_round / num_clients,
+                                   self.capacity)
+      return self.pad_cohort(ids, rkey, count=count)
+    ids = sample_clients(skey, num_clients, self.clients_per_round)
     return self.pad_cohort(ids, rkey)
 
-  def pad_cohort(self, ids: jax.Array, rkey: jax.Array, batches=None) -> Cohort:
+  def pad_cohort(self, ids: jax.Array, rkey: jax.Array, batches=None,
+                 count=None) -> Cohort:
+    """`ids` padded to `padded_cohort`; only the first `count` (default: all) are real."""
     pad = self.padded_cohort - ids.shape[0]
-    valid = jnp.arange(self.padded_cohort) < ids.shape[0]
+    valid = jnp.arange(self.padded_cohort) < (ids.shape[0] if count is None else count)
     gone = int(self.dropout * ids.shape[0])
     if gone:  # these sampled clients drop out: their updates never reach the server
       order = jax.random.permutation(keylib.server_key(rkey, keylib.DROPOUTS), ids.shape[0])
@@ -208,7 +264,7 @@ class FedAvg:
 
   def client_update(self, shared, client):
     """One client's round; vmapped over the cohort by `map_reduce`."""
-    params, population, round_context, rule_state = shared
+    params, population, round_context, rule_state, noise_rkey = shared
     cid, valid, ckey, batches, context = client
     x, y, mask = population.x[cid], population.y[cid], population.mask[cid]
     if batches is None:
@@ -226,7 +282,9 @@ class FedAvg:
     valid = valid & finite
     weight = jnp.where(valid, mask.sum().astype(jnp.float32), 0.0)
     result = ClientResult(received.params, trained, received.visible, weight)
-    pkey = keylib.stage_key(ckey, keylib.PRIVATIZE)
+    # The privatizer's randomness (rounding, noise) is secret: from the state's noise
+    # key, by the same counters as the public key, never from the seed.
+    pkey = keylib.stage_key(keylib.client_key(noise_rkey, cid), keylib.PRIVATIZE)
     if round_context is None:
       message = self.uplink.encode(result, pkey)
     else:  # uplinks with `round_context` also see the round's and their own context
@@ -263,11 +321,12 @@ class FedAvg:
         raise ValueError("this uplink needs the base key: apply(..., base_key=)")
       round_context = self.uplink.round_context(
           state.params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC))
+    noise_rkey = keylib.round_key(jax.random.wrap_key_data(state.noise_seed), rnd)
     total, per_client = sharded_map_reduce(
-        self.client_update, (state.params, population, round_context, state.extra),
-        tuple(cohort),
-        chunk_size=self.chunk_size, mesh=self.mesh)
-    skey = None if rkey is None else keylib.server_key(rkey, keylib.SERVER_NOISE)
+        self.client_update,
+        (state.params, population, round_context, state.extra, noise_rkey),
+        tuple(cohort), chunk_size=self.chunk_size, mesh=self.mesh)
+    skey = keylib.server_key(noise_rkey, keylib.SERVER_NOISE)
     if round_context is None:
       mean_update = self.uplink.decode(total["message"], state.params, skey)
     else:
@@ -284,13 +343,15 @@ class FedAvg:
         "train_accuracy": total["correct"] / count,
         "clients_dropped_nonfinite": total["dropped_nonfinite"],
         # Sampled clients that were not in the round (dropouts; padding is beyond them).
-        "clients_dropped_out": self.clients_per_round - jnp.sum(
-            cohort.valid[:self.clients_per_round], dtype=jnp.int32),
+        "clients_dropped_out": (jnp.zeros((), jnp.int32) if self.poisson else
+                                self.clients_per_round - jnp.sum(
+                                    cohort.valid[:self.clients_per_round], dtype=jnp.int32)),
+        "clients_sampled": jnp.asarray(self.sampled_count(cohort), jnp.int32),
         "client_train_loss": per_client["train_loss"],
         "client_weight": per_client["weight"],
         "client_ids": cohort.client_ids,
     }
-    return ServerState(params, opt_state, rnd, extra), metrics
+    return ServerState(params, opt_state, rnd, extra, state.noise_seed), metrics
 
   def run_round(self, state: ServerState, population: ClientData, base_key: jax.Array):
     """Samples the cohort of round `state.round + 1` and runs it."""

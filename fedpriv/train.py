@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from fedpriv import keys as keylib
 from fedpriv import algorithms, optimizers, plots
 from fedpriv.cohort import client_mesh
-from fedpriv.config import Config, ConfigError
+from fedpriv.config import Config, ConfigError, cohort_capacity
 from fedpriv.data import FederatedDataset, load_dataset
 from fedpriv.evaluate import batch_eval_data, evaluate
 from fedpriv.fedavg import FedAvg
@@ -104,11 +104,13 @@ def build(cfg: Config) -> Experiment:
       clients_per_round=cfg.clients_per_round,
       local_epochs=cfg.local_epochs,
       batch_size=cfg.batch_size,
-      chunk_size=min(cfg.chunk_size, cfg.clients_per_round),
+      chunk_size=min(cfg.chunk_size, cohort_capacity(cfg, data.train.num_clients)),
       unroll=cfg.unroll,
       mesh=mesh,
       dropout=cfg.dropout,
       rule=rule,
+      client_sampling=cfg.client_sampling,
+      capacity=cohort_capacity(cfg, data.train.num_clients),
       **seams,
   )
   experiment = Experiment(cfg, data, task, algorithm, hooks)
@@ -147,6 +149,24 @@ def _jsonable(metrics: dict) -> dict:
     v = np.asarray(v)
     out[k] = v.item() if v.ndim == 0 else v.tolist()
   return out
+
+
+def noise_key(cfg: Config, base: jax.Array) -> jax.Array:
+  """The base key of the run's DP noise and randomized rounding.
+
+  A fresh secret from the OS (`keys.secret_key`), the same on every process of a
+  multi-process run, unless `privacy.reproducible_noise` asks for one derived from the
+  seed (then every epsilon in summary.json is marked "simulation only"). Either way it
+  lives only in the server state and its checkpoints, never in a log or metrics file.
+  """
+  if cfg.privacy.reproducible_noise:
+    return keylib.simulation_noise_key(base)
+  key = keylib.secret_key()
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    data = multihost_utils.broadcast_one_to_all(np.asarray(jax.random.key_data(key)))
+    key = jax.random.wrap_key_data(np.asarray(data, np.uint32))
+  return key
 
 
 def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[str, Any]:
@@ -248,7 +268,7 @@ def _run(exp: Experiment, wd: Workdir | None, log) -> dict[str, Any]:
   n_params = num_params(params)
   population = _put(data.train, algo.mesh)
   test = _put(batch_eval_data(data.test, cfg.eval_batch_size), algo.mesh)
-  state = _put(algo.init(params), algo.mesh)
+  state = _put(algo.init(params, noise_key(cfg, base)), algo.mesh)
 
   round_times, last_eval, first, history = [], {}, 1, []
   restored = wd.restore_newest(state, check=_check_restored) if wd is not None else None

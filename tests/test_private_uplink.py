@@ -35,7 +35,8 @@ def make(privacy: PrivacyConfig | None, num_clients=8, rounds=3, cohort=COHORT):
 
 
 def one_round(algo, pop, base):
-  state = algo.init(algo.task.init(jax.random.key(0)))
+  # Both algorithms of a comparison draw their rounding and noise from the same key.
+  state = algo.init(algo.task.init(jax.random.key(0)), noise_key=jax.random.key(9))
   cohort = algo.sample_cohort(base, 1, pop.mask.shape[0])
   server_ctx = None
   prepare = getattr(algo.uplink, "prepare_round", None)

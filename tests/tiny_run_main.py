@@ -10,6 +10,7 @@ Imported by the tests (`tiny_experiment`) and run as a process where a test need
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -58,6 +59,9 @@ def tiny_experiment(rounds=4, checkpoint_every=2, eval_every=1, private=False,  
   if target_epsilon:
     privacy = PrivacyConfig(enabled=True, clip=0.5, noise="central",
                             target_epsilon=target_epsilon)
+  if privacy.enabled:  # runs are compared with separate reference runs: seed-derived
+    # noise (a secret noise key differs per run; tests/test_secret_noise.py tests it)
+    privacy = dataclasses.replace(privacy, reproducible_noise=True)
   cfg = Config(num_clients=num_clients, clients_per_round=cohort, rounds=rounds,
                eval_every=eval_every, checkpoint_every=checkpoint_every,
                learning_rate=learning_rate, batch_size=4, chunk_size=2, privacy=privacy)

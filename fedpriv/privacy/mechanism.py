@@ -30,6 +30,11 @@ class Mechanism:
     size: d, parameters of the model.
     noise_multiplier: z: the noise standard deviation on the sum is z times the
       per-client L2 bound (calibrated from `target_epsilon` when that is set).
+    sampling: "fixed" (`cohort` of N without replacement, replace-one) or "poisson"
+      (each client with probability cohort / N, add/remove; `cohort` is the expected
+      count and the mean's fixed denominator).
+    capacity: the most clients a round holds (Poisson draws beyond it are truncated);
+      `cohort` for fixed-size sampling.
   """
   config: PrivacyConfig
   num_clients: int
@@ -37,6 +42,16 @@ class Mechanism:
   rounds: int
   size: int
   noise_multiplier: float
+  sampling: str = "fixed"
+  capacity: int = 0
+
+  def __post_init__(self):
+    if not self.capacity:
+      object.__setattr__(self, "capacity", self.cohort)
+
+  @property
+  def poisson(self) -> bool:
+    return self.sampling == "poisson"
 
   # -- sizes --------------------------------------------------------------------
   @property
@@ -106,7 +121,7 @@ class Mechanism:
   @property
   def group(self) -> int:
     n = self.config.secagg_neighbors
-    return (n if n and n < self.cohort - 1 else self.cohort - 1) + 1
+    return (n if n and n < self.capacity - 1 else self.capacity - 1) + 1
 
   @property
   def threshold(self) -> int:
@@ -118,7 +133,7 @@ class Mechanism:
 
   @property
   def required_ring_bits(self) -> int:
-    return required_ring_bits(self.cohort, codes_center(self.config.bits),
+    return required_ring_bits(self.capacity, codes_center(self.config.bits),
                               self.sum_sigma_levels)
 
   @property
@@ -145,9 +160,13 @@ class Mechanism:
         raise ConfigError("privacy.ring_bits", f"{cfg.ring_bits} bits can wrap: the sum of "
                           f"{self.cohort} clients' {cfg.bits}-bit codes plus 10 noise "
                           f"standard deviations needs {need} (or 0 to size it)")
-    elif self.quantized and self.cohort * (2 ** cfg.bits - 1) >= 2 ** 31:
-      raise ConfigError("privacy.bits", f"{self.cohort} clients' {cfg.bits}-bit codes "
+    elif self.quantized and self.capacity * (2 ** cfg.bits - 1) >= 2 ** 31:
+      raise ConfigError("privacy.bits", f"{self.capacity} clients' {cfg.bits}-bit codes "
                         "overflow an int32 sum")
+    if self.poisson and cfg.noise == "distributed":
+      raise ConfigError("client_sampling", "'poisson' with distributed noise is not "
+                        "implemented (each share's sigma would depend on the round's "
+                        "cohort size): use central noise, or fixed-size sampling")
     if self.noisy and not self.noise_multiplier > 0:
       raise ConfigError("privacy.noise_multiplier", "must be > 0 when noise is on")
     if cfg.noise == "distributed" and self.client_sigma < 0.5:
@@ -160,6 +179,8 @@ class Mechanism:
     out = {"privacy_keep": self.keep, "privacy_l2_bound": self.l2_bound,
            "privacy_noise_multiplier": self.noise_multiplier,
            "privacy_uplink_value_bits": self.uplink_value_bits}
+    if self.poisson:
+      out["privacy_capacity"] = self.capacity
     if self.config.noise == "distributed":
       out["privacy_client_sigma_levels"] = self.client_sigma
     if self.config.secagg:
@@ -169,13 +190,14 @@ class Mechanism:
 
 
 def make_mechanism(cfg: PrivacyConfig, *, num_clients: int, cohort: int, rounds: int,
-                   size: int) -> Mechanism:
+                   size: int, sampling: str = "fixed", capacity: int = 0) -> Mechanism:
   """Builds the mechanism; with `target_epsilon` calibrates z with the accountant first.
 
   Raises:
     ConfigError: the budget cannot be met or the ring cannot hold the sum.
   """
-  mech = Mechanism(cfg, num_clients, cohort, rounds, size, cfg.noise_multiplier)
+  mech = Mechanism(cfg, num_clients, cohort, rounds, size, cfg.noise_multiplier,
+                   sampling, capacity)
   if cfg.target_epsilon > 0:
     z = accounting.calibrate_noise_multiplier(mech)
     mech = dataclasses.replace(mech, noise_multiplier=z)

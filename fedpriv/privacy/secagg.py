@@ -195,7 +195,8 @@ def pair_capacity(m: int, degree: int, dropouts: int) -> int:
 
 
 def run_setup(m: int, padded: int, degree: int, threshold: int, dropped, round_tag: int,
-              rng: np.random.Generator, capacity: int | None = None) -> RoundSetup:
+              rng: np.random.Generator, capacity: int | None = None,
+              slots: int | None = None) -> RoundSetup:
   """Runs steps 0, 1 and 3 of the protocol for `m` clients (positions 0..m-1).
 
   Args:
@@ -207,6 +208,8 @@ def run_setup(m: int, padded: int, degree: int, threshold: int, dropped, round_t
     round_tag: mixed into the mask seeds (the round number).
     rng: host generator for the neighbour graph.
     capacity: slots for rebuilt pair masks (default: exactly what this round needs).
+    slots: neighbour slots per client in `ClientMasks` (default: the most any client
+      has this round); fixed by a caller whose `m` varies, so shapes stay static.
 
   Raises:
     SecAggError: a survivor's b_u or a dropout's s key has fewer than t surviving
@@ -215,6 +218,10 @@ def run_setup(m: int, padded: int, degree: int, threshold: int, dropped, round_t
   dropped = tuple(sorted(set(int(d) for d in dropped)))
   graph = neighbour_graph(m, degree, rng)
   g_max = max(len(n) for n in graph) if m > 1 else 1
+  if slots is not None:
+    if slots < g_max:
+      raise ValueError(f"{g_max} neighbours do not fit {slots} slots")
+    g_max = slots
   up = np.zeros(m, np.int64)
   down = np.zeros(m, np.int64)
 

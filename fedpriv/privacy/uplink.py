@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from fedpriv.config import secagg_threshold_count
 from fedpriv.fedavg import ClientResult, Cohort
 from fedpriv.privacy import secagg
 from fedpriv.privacy.mechanism import Mechanism
@@ -121,7 +122,10 @@ class PrivateUplink:
       count = count.astype(jnp.float32)
     if m.config.noise == "central":
       s = s + jnp.float32(m.central_sigma) * jax.random.normal(key, s.shape, jnp.float32)
-    mean = s / jnp.maximum(count, 1.0)
+    # Poisson sampling divides by the expected count: the drawn count differs between
+    # add/remove neighbours, so the released mean must not depend on it.
+    denom = jnp.float32(m.survivors) if m.poisson else jnp.maximum(count, 1.0)
+    mean = s / denom
     if "idx" in round_ctx:
       mean = jnp.zeros((m.size,), jnp.float32).at[round_ctx["idx"]].set(mean)
     return self.unravel(mean)
@@ -146,9 +150,19 @@ class PrivateUplink:
     n = int(valid.sum())
     rng = np.random.default_rng([self.seed, 4, int(rnd)])
     dropped = rng.choice(n, size=m.dropouts, replace=False) if m.dropouts else []
+    threshold, slots = m.threshold, None
+    if m.poisson:  # a variable cohort (no dropouts): its own graph, fixed-shape slots
+      if n < 2:  # a lone client's "sum" is its vector: it does not send
+        n = 0
+      deg = m.config.secagg_neighbors
+      group = (deg if deg and deg < n - 1 else max(n - 1, 1)) + 1
+      threshold = min(max(n, 1), secagg_threshold_count(m.config.secagg_threshold, group))
+      slots = m.group - 1
     setup = secagg.run_setup(
-        n, valid.shape[0], m.config.secagg_neighbors, m.threshold, dropped, int(rnd), rng,
-        capacity=secagg.pair_capacity(n, m.config.secagg_neighbors, m.dropouts))
+        n, valid.shape[0], m.config.secagg_neighbors, threshold, dropped, int(rnd), rng,
+        capacity=secagg.pair_capacity(m.capacity if m.poisson else n,
+                                      m.config.secagg_neighbors, m.dropouts),
+        slots=slots)
     info = {"secagg_uplink_bytes": setup.uplink_bytes,
             "secagg_downlink_bytes": setup.downlink_bytes,
             "sent": np.asarray(setup.client.survived)[:n],
