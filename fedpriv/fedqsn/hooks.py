@@ -70,8 +70,8 @@ class FedQSNMetrics:
       cid, valid, ckey = c
       received, trained = replay.replay_client(algo, before_params, population, cid, ckey)
       keep = algo.downlink.client_keep(keylib.stage_key(ckey, keylib.PROXY))
-      acc_before = evaluate(task, received.params, eval_data)["accuracy"]
-      acc_after = evaluate(task, trained, eval_data)["accuracy"]
+      acc_before = evaluate(task, received.effective(), eval_data)["accuracy"]
+      acc_after = evaluate(task, received.effective(trained), eval_data)["accuracy"]
       bits = algo.downlink.message_bits(keep)
       return jnp.zeros(()), (acc_before, acc_after, bits, valid)
 

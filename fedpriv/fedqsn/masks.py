@@ -1,9 +1,12 @@
 """FedQSN's two masks over hidden units: the server's (once per run) and the client's.
 
 A mask is a dict `{group: keep}` with one float 0/1 vector per unit group (see
-`units.ModelSpec`). Applying it zeroes each dropped unit's output column and bias entry
-and scales every kept unit by `scale`, as inverted dropout with a fixed mask does: the
-proxy computes, in expectation over masks, what the model computes.
+`units.ModelSpec`). A client's proxy holds the model's values with each dropped unit's
+output column and bias entry zeroed (`apply_mask` at scale 1), and computes with every
+kept unit's output multiplied by `scale` (`unit_factors`), as inverted dropout with a
+fixed mask does: the proxy computes, in expectation over masks, what the model computes,
+and its parameters stay in the model's coordinates (the paper's parametrization: masks
+scale activations, not weights).
 
 - `server_mask(spec, key, p1)`: drawn once per run from a run key; exactly
   floor(p1 * units) units of each layer dropped (the owner's protection level is fixed).
@@ -88,14 +91,37 @@ def mask_scale(p1: float, p2: float = 0.0) -> float:
   return 1.0 / ((1.0 - p1) * (1.0 - p2))
 
 
-def apply_mask(params, spec: ModelSpec, keep: dict[str, jax.Array], scale: float):
-  """Zeroes dropped units' columns and bias entries, scales kept units by `scale`."""
+def _group_scale(scale, group):
+  return scale[group] if isinstance(scale, dict) else scale
+
+
+def apply_mask(params, spec: ModelSpec, keep: dict[str, jax.Array], scale=1.0):
+  """Zeroes dropped units' columns and bias entries, scales kept units by `scale` (a
+  float, or `{group: float}`; 1 leaves kept units at the server's scale)."""
 
   def one(name, x):
     group = spec.group_of(name)
     if group is None:
       return x
-    return x * (keep[group] * scale).astype(x.dtype)
+    return x * (keep[group] * _group_scale(scale, group)).astype(x.dtype)
+
+  return spec.map(one, params)
+
+
+def unit_factors(params, spec: ModelSpec, keep: dict[str, jax.Array], scale):
+  """Per-output-column factors of a proxy: `keep * scale` on unit leaves, 1 elsewhere.
+
+  A model that computes with `params * factors` computes exactly what the official code
+  computes by multiplying each masked activation by its mask vector (0 or the scale),
+  while `params` stay at the server's scale. Leaves are `[units]` vectors (broadcast
+  along the last axis) or scalars, so they cost nothing next to the params.
+  """
+
+  def one(name, x):
+    group = spec.group_of(name)
+    if group is None:
+      return jnp.ones((), x.dtype)
+    return (keep[group] * _group_scale(scale, group)).astype(x.dtype)
 
   return spec.map(one, params)
 
@@ -109,9 +135,3 @@ def visibility(params, spec: ModelSpec, keep: dict[str, jax.Array]):
     return ones if group is None else ones * keep[group].astype(x.dtype)
 
   return spec.map(one, params)
-
-
-def unscale_tree(params, spec: ModelSpec, scale: float):
-  """1/scale on unit leaves, 1 elsewhere: maps a proxy's values back to the model's."""
-  inv = 1.0 / scale
-  return spec.map(lambda name, x: x * inv if spec.group_of(name) else x, params)

@@ -1,9 +1,15 @@
 """The FedQSN downlink: every client receives a masked, quantized proxy of the model.
 
-    proxy = nf_quantize(apply_mask(params, client_mask, 1 / ((1 - p1)(1 - p2))))
+    proxy   = nf_quantize(apply_mask(params, client_mask))     # the server's scale
+    factors = client_mask * s,  s = 1 / ((1 - p1)(1 - p2))      # per unit (output column)
 
 where the client mask is drawn, per client and round, on top of the server mask drawn
-once per run. `visible` is the client's mask (dropped units' columns and bias entries
+once per run. The client's model computes with `proxy * factors`: the official code's
+masked and scaled activations (masks scale activations, not weights). Local training
+differentiates through that product (`local.local_train(factors=)`), so the proxy's
+values, their update and what the client sends back are all in the model's own
+coordinates, and a gradient step moves the global model as far as it would move the
+official model. `visible` is the client's mask (dropped units' columns and bias entries
 are 0), so local training never revives a dropped unit. `client_model` is written for
 one client: `FedAvg` vmaps it over the cohort, and `cohort_proxies` builds the proxies of
 a whole cohort in one call.
@@ -56,8 +62,10 @@ class FedQSNDownlink:
     return cls(spec, shapes, {g: np.asarray(v) for g, v in server.items()}, **kw)
 
   @property
-  def scale(self) -> float:
-    return masks.mask_scale(self.p1, self.p2)
+  def scale(self) -> dict[str, float]:
+    """The factor each group's kept units are multiplied by, `{group: s}`."""
+    s = masks.mask_scale(self.p1, self.p2)
+    return {g: s for g, _ in self.spec.groups}
 
   def client_keep(self, key: jax.Array) -> dict:
     """The client's mask from its PROXY key."""
@@ -65,13 +73,17 @@ class FedQSNDownlink:
                              self.server_keep, self.p2, self.client_mask)
 
   def build(self, params, keep: dict):
-    """The proxy of `params` under mask `keep`."""
-    masked = masks.apply_mask(params, self.spec, keep, self.scale)
+    """The proxy's values under mask `keep` (the server's scale, dropped units zero)."""
+    masked = masks.apply_mask(params, self.spec, keep)
     return nf_quant.nf_quantize(masked, self.spec, self.bits, self.block_size)
 
+  def received(self, params, keep: dict) -> ClientModel:
+    """What a client holding mask `keep` receives: values, visibility, unit factors."""
+    return ClientModel(self.build(params, keep), masks.visibility(params, self.spec, keep),
+                       masks.unit_factors(params, self.spec, keep, self.scale))
+
   def client_model(self, params, key) -> ClientModel:
-    keep = self.client_keep(key)
-    return ClientModel(self.build(params, keep), masks.visibility(params, self.spec, keep))
+    return self.received(params, self.client_keep(key))
 
   def server_masked(self, params):
     """The global model under the server mask alone (full precision)."""
@@ -113,8 +125,6 @@ def cohort_proxies(downlink: FedQSNDownlink, params, client_keys: jax.Array):
   def one(ckey):
     pkey = keylib.stage_key(ckey, keylib.PROXY)
     keep = downlink.client_keep(pkey)
-    received = ClientModel(downlink.build(params, keep),
-                           masks.visibility(params, downlink.spec, keep))
-    return received, downlink.message_bits(keep)
+    return downlink.received(params, keep), downlink.message_bits(keep)
 
   return jax.vmap(one)(client_keys)
