@@ -1,7 +1,10 @@
 """The FedQSN downlink: every client receives a masked, quantized proxy of the model.
 
     proxy   = nf_quantize(apply_mask(params, client_mask))     # the server's scale
-    factors = client_mask * s,  s = 1 / ((1 - p1)(1 - p2))      # per unit (output column)
+    factors = client_mask * s                                   # per unit (output column)
+
+with s = 1 / ((1 - p1)(1 - p2)), or units / kept units for the "count_of_all" client
+mask (`masks.unit_scales`),
 
 where the client mask is drawn, per client and round, on top of the server mask drawn
 once per run. The client's model computes with `proxy * factors`: the official code's
@@ -41,7 +44,7 @@ class FedQSNDownlink:
     shapes: the model's parameter shapes (`jax.eval_shape` of its init).
     server_keep: the run's server mask `{group: 0/1 numpy vector}` (see `make`).
     p1, p2: server and client mask ratios.
-    client_mask: "bernoulli" or "exact".
+    client_mask: "bernoulli", "exact" or "count_of_all" (see `masks`).
     bits: NF bits of the large weights (32: none).
     block_size: values per quantization block.
   """
@@ -59,13 +62,15 @@ class FedQSNDownlink:
     """Draws the server mask from the run's SERVER_MASK key (same seed, same mask)."""
     server = masks.server_mask(spec, keylib.run_key(base_key, keylib.SERVER_MASK),
                                kw.get("p1", 0.0))
-    return cls(spec, shapes, {g: np.asarray(v) for g, v in server.items()}, **kw)
+    out = cls(spec, shapes, {g: np.asarray(v) for g, v in server.items()}, **kw)
+    out.scale  # pylint: disable=pointless-statement  (refuses masks that keep no unit)
+    return out
 
   @property
   def scale(self) -> dict[str, float]:
     """The factor each group's kept units are multiplied by, `{group: s}`."""
-    s = masks.mask_scale(self.p1, self.p2)
-    return {g: s for g, _ in self.spec.groups}
+    return masks.unit_scales(self.spec, self.server_keep, self.p1, self.p2,
+                             self.client_mask)
 
   def client_keep(self, key: jax.Array) -> dict:
     """The client's mask from its PROXY key."""
@@ -96,21 +101,16 @@ class FedQSNDownlink:
     return wire.message_bits(self.spec, self.shapes, counts, self.bits, self.block_size)
 
   def typical_visible_units(self) -> dict[str, int]:
-    """Units per group a client sees: exact for the "exact" client mask, the (rounded)
-    expectation for Bernoulli masks."""
-    counts = {}
-    for g, _ in self.spec.groups:
-      alive = int(self.server_keep[g].sum())
-      if self.client_mask == "exact":
-        counts[g] = alive - masks.num_dropped(self.p2, alive)
-      else:
-        counts[g] = int(round(alive * (1.0 - self.p2)))
-    return counts
+    """Units per group a client sees: exact for the "exact" and "count_of_all" client
+    masks, the (rounded) expectation for Bernoulli masks."""
+    return {g: int(round(masks.kept_units(n, int(self.server_keep[g].sum()), self.p2,
+                                          self.client_mask)))
+            for g, n in self.spec.groups}
 
   @property
   def bits_per_param(self) -> float:
-    """Cost of one proxy: exact for the "exact" client mask, at the expected number of
-    units for Bernoulli masks (the hooks report the measured mean as well)."""
+    """Cost of one proxy: exact for the "exact" and "count_of_all" client masks, at the
+    expected number of units for Bernoulli masks (the hooks report the measured mean as well)."""
     return float(wire.bits_per_param(self.spec, self.shapes, self.typical_visible_units(),
                                      self.bits, self.block_size))
 
