@@ -26,6 +26,7 @@ import optax
 from jax.sharding import Mesh
 
 from fedpriv import keys as keylib
+from fedpriv.algorithms import Rule
 from fedpriv.cohort import padded_cohort_size, sharded_map_reduce
 from fedpriv.data.client_data import ClientData
 from fedpriv.local import local_train, with_factors
@@ -37,6 +38,7 @@ class ServerState(NamedTuple):
   params: Any
   opt_state: Any
   round: jax.Array  # rounds completed so far (int32 scalar)
+  extra: Any = ()   # the algorithm rule's state (SCAFFOLD's control variates)
 
 
 class Cohort(NamedTuple):
@@ -154,6 +156,7 @@ class FedAvg:
       its own dropouts, after masking, in its host step.
     downlink: what a client receives (default: the global model).
     uplink: what a client sends and how the server decodes the sum.
+    rule: what the algorithm adds to the round (algorithms.py: FedProx, SCAFFOLD).
   """
   task: Task
   client_optimizer: optax.GradientTransformation
@@ -167,6 +170,7 @@ class FedAvg:
   dropout: float = 0.0
   downlink: Any = dataclasses.field(default_factory=PlainDownlink)
   uplink: Any = dataclasses.field(default_factory=PlainUplink)
+  rule: Rule = dataclasses.field(default_factory=Rule)
 
   @property
   def num_devices(self) -> int:
@@ -177,7 +181,8 @@ class FedAvg:
     return padded_cohort_size(self.clients_per_round, self.chunk_size, self.num_devices)
 
   def init(self, params) -> ServerState:
-    return ServerState(params, self.server_optimizer.init(params), jnp.zeros((), jnp.int32))
+    return ServerState(params, self.server_optimizer.init(params), jnp.zeros((), jnp.int32),
+                       self.rule.init(params))
 
   def sample_cohort(self, base_key: jax.Array, rnd, num_clients: int) -> Cohort:
     """The cohort of round `rnd` (1-based), drawn from `(base_key, rnd)` alone."""
@@ -204,7 +209,18 @@ class FedAvg:
     """What the client with key `ckey` receives from the downlink."""
     return self.downlink.client_model(params, keylib.stage_key(ckey, keylib.PROXY))
 
-  def train_client(self, params, population, cid, ckey, batches=None):
+  def local_optimizer(self, received: ClientModel, rule_state=(), mine=()):
+    """The optimizer of one client's local steps: the rule's transform (e.g. FedProx's
+    proximal term), the client optimizer, and the freeze of invisible coordinates."""
+    optimizer = self.client_optimizer
+    extra = self.rule.client_transform(rule_state, mine, received.params)
+    if extra is not None:
+      optimizer = optax.chain(extra, optimizer)
+    if received.visible is not None:
+      optimizer = optax.chain(optimizer, freeze_invisible(received.visible))
+    return optimizer
+
+  def train_client(self, params, population, cid, ckey, batches=None, rule_state=()):
     """One client's work up to the upload: receive, train locally.
 
     The round (`client_update`) and everything that rebuilds a round's clients outside
@@ -218,20 +234,23 @@ class FedAvg:
       batches = client_batches(keylib.stage_key(ckey, keylib.SHUFFLE), mask,
                                self.local_epochs, self.batch_size)
     received = self.received_model(params, ckey)
-    optimizer = self.client_optimizer
-    if received.visible is not None:
-      optimizer = optax.chain(optimizer, freeze_invisible(received.visible))
+    mine = self.rule.client_inputs(rule_state, cid)
+    optimizer = self.local_optimizer(received, rule_state, mine)
     trained, stats = local_train(self.task, optimizer, received.params, x, y, *batches,
                                  unroll=self.unroll, factors=received.factors)
     return received, trained, stats
 
   def client_update(self, shared, client):
     """One client's round; vmapped over the cohort by `map_reduce`."""
-    params, population, round_context = shared
+    params, population, round_context, rule_state = shared
     cid, valid, ckey, batches, context = client
     mask = population.mask[cid]
+    if batches is None:
+      batches = client_batches(keylib.stage_key(ckey, keylib.SHUFFLE), mask,
+                               self.local_epochs, self.batch_size)
     received, trained, (loss_sum, correct, count) = self.train_client(
-        params, population, cid, ckey, batches)
+        params, population, cid, ckey, batches, rule_state)
+    mine = self.rule.client_inputs(rule_state, cid)
     # A client whose model diverged (NaN/Inf) knows it and does not take part: its
     # update would poison the sum, and with secure aggregation nobody could remove it.
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(t)) for t in jax.tree.leaves(trained)]))
@@ -244,13 +263,18 @@ class FedAvg:
       message = self.uplink.encode(result, pkey)
     else:  # uplinks with `round_context` also see the round's and their own context
       message = self.uplink.encode(result, pkey, context=(round_context, context))
-    message = jax.tree.map(lambda m: jnp.where(valid, m, jnp.zeros_like(m)), message)
+    steps = jnp.sum(jnp.any(batches[1], axis=-1), dtype=jnp.int32)  # steps with data
+    rule_summed, rule_kept = self.rule.client_outputs(rule_state, mine, received.params,
+                                                      trained, steps)
+    message, rule_summed = jax.tree.map(lambda m: jnp.where(valid, m, jnp.zeros_like(m)),
+                                        (message, rule_summed))
     vf = valid.astype(jnp.float32)
     zero_if_dropped = lambda v: jnp.where(valid, v, 0.0)
     summed = {"message": message, "loss_sum": zero_if_dropped(loss_sum),
               "correct": zero_if_dropped(correct), "count": count * vf,
-              "dropped_nonfinite": dropped.astype(jnp.int32)}
-    kept = {"train_loss": loss_sum / jnp.maximum(count, 1.0), "weight": weight}
+              "dropped_nonfinite": dropped.astype(jnp.int32), "rule": rule_summed}
+    kept = {"train_loss": loss_sum / jnp.maximum(count, 1.0), "weight": weight,
+            "valid": valid, "rule": rule_kept}
     return summed, kept
 
   def apply(self, state: ServerState, population: ClientData, cohort: Cohort,
@@ -272,7 +296,8 @@ class FedAvg:
       round_context = self.uplink.round_context(
           state.params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC))
     total, per_client = sharded_map_reduce(
-        self.client_update, (state.params, population, round_context), tuple(cohort),
+        self.client_update, (state.params, population, round_context, state.extra),
+        tuple(cohort),
         chunk_size=self.chunk_size, mesh=self.mesh)
     skey = None if rkey is None else keylib.server_key(rkey, keylib.SERVER_NOISE)
     if round_context is None:
@@ -283,6 +308,8 @@ class FedAvg:
     neg = jax.tree.map(jnp.negative, mean_update)
     updates, opt_state = self.server_optimizer.update(neg, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    extra = self.rule.server_update(state.extra, total["rule"], per_client["rule"],
+                                    per_client["valid"], cohort.client_ids)
     count = jnp.maximum(total["count"], 1.0)
     metrics = {
         "train_loss": total["loss_sum"] / count,
@@ -295,7 +322,7 @@ class FedAvg:
         "client_weight": per_client["weight"],
         "client_ids": cohort.client_ids,
     }
-    return ServerState(params, opt_state, rnd), metrics
+    return ServerState(params, opt_state, rnd, extra), metrics
 
   def run_round(self, state: ServerState, population: ClientData, base_key: jax.Array):
     """Samples the cohort of round `state.round + 1` and runs it."""

@@ -23,7 +23,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fedpriv import keys as keylib
-from fedpriv import optimizers, plots
+from fedpriv import algorithms, optimizers, plots
 from fedpriv.cohort import client_mesh
 from fedpriv.config import Config, ConfigError
 from fedpriv.data import FederatedDataset, load_dataset
@@ -48,6 +48,10 @@ class Experiment:
     `on_resume(exp, state, rnd)`: the run continues from a checkpoint taken after
       round `rnd`; rebuild any per-run bookkeeping (keys are counters, so most state
       can be recomputed).
+    `bookkeeping(exp) -> dict`: JSON-able per-run bookkeeping that cannot be
+      recomputed from the state (e.g. the privacy ledger's running totals); saved with
+      every checkpoint and handed back, merged over all hooks, to
+    `restore_bookkeeping(exp, saved)` when the run resumes from that checkpoint.
     `on_continue(exp, changes, rnd)`: the workdir's run is being continued after round
       `rnd` with a changed config (`changes`: dotted key -> [old, new], only keys of
       `fedpriv.workdir.CONTINUABLE`); raise ConfigError if the hook cannot follow.
@@ -97,6 +101,11 @@ def build(cfg: Config) -> Experiment:
   if cfg.fedqsn.enabled:
     uplink, fedqsn_hooks = fedqsn.build(cfg, data, downlink,
                                         private=uplink if cfg.privacy.enabled else None)
+  shapes = jax.eval_shape(task.init, keylib.init_key(keylib.base_key(cfg.seed)))
+  rule = algorithms.from_config(cfg, data.train.num_clients, shapes)
+  state_hooks = []
+  if rule.state_bytes(shapes):
+    state_hooks.append(algorithms.StateReport(rule.state_bytes(shapes)))
   algorithm = FedAvg(
       task=task,
       client_optimizer=optimizers.client_optimizer(cfg),
@@ -108,12 +117,13 @@ def build(cfg: Config) -> Experiment:
       unroll=cfg.unroll,
       mesh=mesh,
       dropout=cfg.dropout,
+      rule=rule,
       downlink=downlink,
       uplink=uplink,
   )
   # The privacy report runs last, so summary.json's downlink_bits_per_param is the
   # ledger's (the proxy plus secure aggregation's messages).
-  hooks = [*fedqsn_hooks, *([report] if report is not None else [])]
+  hooks = [*fedqsn_hooks, *state_hooks, *([report] if report is not None else [])]
   return Experiment(cfg, data, task, algorithm, hooks)
 
 
@@ -229,7 +239,7 @@ def check_memory(*compiled, device, available=None) -> int:
 
 
 def _check_restored(step, state, meta) -> None:
-  missing = {"round_times", "last_eval"} - set(meta or {})
+  missing = {"round_times", "last_eval", "hooks"} - set(meta or {})
   if missing:
     raise ValueError(f"its bookkeeping lacks {sorted(missing)}")
   rnd = getattr(state, "round", None)
@@ -264,6 +274,7 @@ def _run(exp: Experiment, wd: Workdir | None, log) -> dict[str, Any]:
     state = _put(restored_state, algo.mesh)
     round_times, last_eval, first = list(meta["round_times"]), dict(meta["last_eval"]), step + 1
     wd.keep_metrics_through(step)
+    exp.call_hooks("restore_bookkeeping", meta["hooks"])
     exp.call_hooks("on_resume", state, step)
     log(f"fedpriv: resuming {wd.path} after round {step}")
   elif wd is not None:
@@ -337,7 +348,8 @@ def _run(exp: Experiment, wd: Workdir | None, log) -> dict[str, Any]:
       stop = stops.requested() if wd is not None and finite and rnd < cfg.rounds else None
       if wd is not None and (rnd == cfg.rounds or not finite or stop or
                              (cfg.checkpoint_every and rnd % cfg.checkpoint_every == 0)):
-        wd.save(rnd, state, {"round_times": round_times, "last_eval": last_eval})
+        wd.save(rnd, state, {"round_times": round_times, "last_eval": last_eval,
+                             "hooks": exp.call_hooks("bookkeeping")})
       if not finite:
         log(f"round {rnd}: training loss is {train_loss}; stopping")
         break

@@ -32,6 +32,8 @@ import threading
 import jax
 import numpy as np
 
+from fedpriv.events import EventLog
+
 # Keys a run may change and still be continued in its workdir: none of them changes
 # what any round computes.
 CONTINUABLE = frozenset({"rounds", "eval_every", "checkpoint_every"})
@@ -125,9 +127,10 @@ class Workdir:
     self.metrics_path = self.path / "metrics.jsonl"
     self.config_path = self.path / "config.json"
     self.history_path = self.path / "config_history.json"
+    self.events = EventLog(self.path) if write else None  # TensorBoard, from metrics.jsonl
     self._release = claim(self.path) if write else (lambda: None)
     try:
-      self._cfg = cfg_dict
+      self._cfg = cfg_dict = json.loads(json.dumps(cfg_dict))  # tuples as JSON has them
       self.changes = {}
       if self.config_path.exists():
         old = json.loads(self.config_path.read_text())
@@ -152,6 +155,8 @@ class Workdir:
       raise
 
   def close(self) -> None:
+    if self.events is not None:
+      self.events.close()
     if self.manager is not None:
       self.manager.close()
       self.manager = None
@@ -240,7 +245,10 @@ class Workdir:
 
   def keep_metrics_through(self, rnd: int) -> None:
     """Drops metric lines of rounds after `rnd` (and any torn last line)."""
-    if not self.write or not self.metrics_path.exists():
+    if not self.write:
+      return
+    if not self.metrics_path.exists():
+      self.events.rebuild([])
       return
     kept = []
     for line in self.metrics_path.read_text().splitlines():
@@ -251,6 +259,7 @@ class Workdir:
       if record.get("round", 0) <= rnd:
         kept.append(line)
     _atomic_write(self.metrics_path, "".join(l + "\n" for l in kept))
+    self.events.rebuild([json.loads(l) for l in kept])
 
   def metrics(self, record: dict) -> None:
     if not self.write:
@@ -259,9 +268,11 @@ class Workdir:
       f.write(json.dumps(record) + "\n")
       f.flush()
       os.fsync(f.fileno())
+    self.events.write(record)
 
   def summary(self, record: dict) -> None:
     if self.write:
+      self.events.flush()
       _atomic_write(self.path / "summary.json", json.dumps(record, indent=1) + "\n")
 
 

@@ -2,7 +2,8 @@
 clients whose updates turn NaN whenever they are sampled) runs a few hundred rounds
 under random SIGKILLs and restarts, and ends bit-identical to an uninterrupted run.
 
-Slow (minutes): outside `make test`, run by `make soak` (pytest -m slow).
+Slow (minutes): outside `make test`, run by `make soak` (pytest -m slow);
+FEDPRIV_SOAK_ROUNDS and FEDPRIV_SOAK_KILLS shorten or lengthen it.
 """
 import json
 import os
@@ -17,9 +18,9 @@ import pytest
 from conftest import ROOT
 
 MAIN = os.path.join(ROOT, "tests", "tiny_run_main.py")
-ROUNDS = 300
+ROUNDS = int(os.environ.get("FEDPRIV_SOAK_ROUNDS", 300))
+KILLS = int(os.environ.get("FEDPRIV_SOAK_KILLS", 12))
 ARGS = [f"--rounds={ROUNDS}", "--checkpoint_every=7", "--private", "--nan_clients=1,7"]
-KILLS = 12
 
 
 def _checkpoint_leaves(workdir):

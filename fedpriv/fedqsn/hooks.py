@@ -149,12 +149,26 @@ class FedQSNMetrics:
     self._num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     return params
 
+  def bookkeeping(self, exp):
+    """The rounds' metrics and the selection so far, saved with every checkpoint."""
+    del exp
+    return {"fedqsn_metrics": {"history": self.history, "selected": self.selected}}
+
+  def restore_bookkeeping(self, exp, saved):
+    del exp
+    if "fedqsn_metrics" in saved:  # checkpoints written before this bookkeeping lack it
+      self.history = list(saved["fedqsn_metrics"]["history"])
+      self.selected = dict(saved["fedqsn_metrics"]["selected"])
+      self.first_round = 1
+
   def on_resume(self, exp, state, rnd):
     """Continues after round `rnd`: the next round's clients start from `state.params`.
-    The selection by validation covers the rounds run since (`validation_selected_from`)."""
+    Without restored bookkeeping the selection by validation covers the rounds run
+    since (`validation_selected_from`)."""
     del exp
     self._prev = jax.tree.map(jnp.copy, state.params)
-    self.first_round = rnd + 1
+    if not self.history:
+      self.first_round = rnd + 1
 
   def on_round(self, exp, state, metrics, rnd, evaluated):
     del metrics

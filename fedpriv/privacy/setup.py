@@ -38,9 +38,23 @@ class PrivacyReport:
     out = {}
     if evaluated:
       out["epsilon"] = accounting.epsilon(self.mechanism, rnd)
+      # The ledger so far: exact bits sent by all clients, up and down.
+      out["uplink_bits_total"] = self.totals.uplink
+      out["downlink_bits_total"] = self.totals.downlink
       if self.secagg_seconds:
         out["secagg_seconds"] = self.secagg_seconds[-1]
     return out
+
+  def bookkeeping(self, exp):
+    """The ledger's running totals, kept in the checkpoint: a resumed run's totals
+    (and summary) count every round, not only those since the resume."""
+    del exp
+    return {"privacy_ledger": list(self.totals), "secagg_seconds": list(self.secagg_seconds)}
+
+  def restore_bookkeeping(self, exp, saved):
+    del exp
+    self.totals = ledger.Totals(*saved["privacy_ledger"])
+    self.secagg_seconds = list(saved["secagg_seconds"])
 
   def on_continue(self, exp, changes, after_round):
     """A run continued for more rounds is accounted for its new total by `on_round` and
