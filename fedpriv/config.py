@@ -20,7 +20,7 @@ CONV_IMPLS = ("auto", "im2col", "xla")
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "adagrad", "yogi")
 ALGORITHMS = ("fedavg", "fedprox", "scaffold")
 FEDQSN_MODELS = ("cnn", "transformer")
-FEDQSN_CLIENT_MASKS = ("bernoulli", "exact")
+FEDQSN_CLIENT_MASKS = ("bernoulli", "exact", "count_of_all")
 FEDQSN_AGGREGATIONS = ("average", "delta")
 FEDQSN_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
 CLIENT_SAMPLINGS = ("fixed", "poisson")
@@ -47,7 +47,8 @@ class FedQSNConfig:
   Mechanism: `p1` (server mask ratio over hidden units, drawn once per run), `p2`
   (client mask ratio on top, drawn per client per round), `client_mask` ("bernoulli":
   each surviving unit dropped independently with probability p2; "exact":
-  floor(p2 * surviving units) dropped), `bits` (NF-b quantization of the large
+  floor(p2 * surviving units) dropped; "count_of_all", the official code's default:
+  floor(p2 * all units) of the survivors dropped, p1 + p2 < 1), `bits` (NF-b quantization of the large
   weights, 2..8; 32 = none), `block_size` (values per absmax block), `aggregation`
   ("delta": the server keeps full precision and applies the mean of
   trained-minus-received on the coordinates each client saw; "average": the paper's
@@ -89,6 +90,9 @@ class FedQSNConfig:
     check("fedqsn.block_size", self.block_size >= 1, f"must be >= 1, got {self.block_size}")
     check("fedqsn.client_mask", self.client_mask in FEDQSN_CLIENT_MASKS,
           f"must be one of {FEDQSN_CLIENT_MASKS}, got {self.client_mask!r}")
+    if self.client_mask == "count_of_all":
+      check("fedqsn.p2", self.p1 + self.p2 < 1.0, "must be < 1 - p1 with client_mask "
+            f"count_of_all (p1 + p2 of all units are hidden), got p1 {self.p1}, p2 {self.p2}")
     check("fedqsn.aggregation", self.aggregation in FEDQSN_AGGREGATIONS,
           f"must be one of {FEDQSN_AGGREGATIONS}, got {self.aggregation!r}")
     check("fedqsn.pretrain_epochs", self.pretrain_epochs >= 0,

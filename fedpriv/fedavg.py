@@ -29,7 +29,7 @@ from fedpriv import keys as keylib
 from fedpriv.algorithms import Rule
 from fedpriv.cohort import padded_cohort_size, sharded_map_reduce
 from fedpriv.data.client_data import ClientData
-from fedpriv.local import local_train
+from fedpriv.local import local_train, with_factors
 from fedpriv.models.registry import Task
 from fedpriv.schedule import client_batches, poisson_clients, sample_clients
 
@@ -79,17 +79,27 @@ class ClientModel(NamedTuple):
     visible: optional pytree of 0/1 arrays shaped like `params`: the coordinates the
       client holds. Local training never changes the others (they stay as received,
       e.g. zero for FedQSN-masked units). None means everything is visible.
+    factors: optional pytree broadcastable to `params`: the client's model computes
+      with `params * factors` (FedQSN: per output column 0 or the mask scale, which is
+      masking and scaling the unit's activation); local training differentiates
+      through the product, so `params` stay in the server's coordinates. None: 1.
   """
   params: Any
   visible: Any = None
+  factors: Any = None
+
+  def effective(self, params=None):
+    """The weights the client's model computes with (`params`: e.g. after training)."""
+    return with_factors(self.params if params is None else params, self.factors)
 
 
 class ClientResult(NamedTuple):
   """What the uplink encodes for one client.
 
   Attributes:
-    start: the params the client received (`ClientModel.params`).
-    trained: the params after local training.
+    start: the params the client received (`ClientModel.params`, in the server's
+      coordinates).
+    trained: the params after local training (same coordinates).
     visible: as in `ClientModel`.
     weight: the client's example count (0 for cohort padding).
   """
@@ -251,6 +261,10 @@ class FedAvg:
     ckeys = jax.vmap(lambda c: keylib.client_key(rkey, c))(ids)
     return Cohort(ids, valid, ckeys, batches)
 
+  def received_model(self, params, ckey) -> ClientModel:
+    """What the client with key `ckey` receives from the downlink."""
+    return self.downlink.client_model(params, keylib.stage_key(ckey, keylib.PROXY))
+
   def local_optimizer(self, received: ClientModel, rule_state=(), mine=()):
     """The optimizer of one client's local steps: the rule's transform (e.g. FedProx's
     proximal term), the client optimizer, and the freeze of invisible coordinates."""
@@ -262,19 +276,37 @@ class FedAvg:
       optimizer = optax.chain(optimizer, freeze_invisible(received.visible))
     return optimizer
 
-  def client_update(self, shared, client):
-    """One client's round; vmapped over the cohort by `map_reduce`."""
-    params, population, round_context, rule_state, noise_rkey = shared
-    cid, valid, ckey, batches, context = client
+  def train_client(self, params, population, cid, ckey, batches=None, rule_state=()):
+    """One client's work up to the upload: receive, train locally.
+
+    The round (`client_update`) and everything that rebuilds a round's clients outside
+    it (FedQSN's metrics and attacks, `fedqsn/replay.py`) call this one function.
+
+    Returns:
+      `(received ClientModel, trained params, (loss_sum, correct, count))`.
+    """
     x, y, mask = population.x[cid], population.y[cid], population.mask[cid]
     if batches is None:
       batches = client_batches(keylib.stage_key(ckey, keylib.SHUFFLE), mask,
                                self.local_epochs, self.batch_size)
-    received = self.downlink.client_model(params, keylib.stage_key(ckey, keylib.PROXY))
+    received = self.received_model(params, ckey)
     mine = self.rule.client_inputs(rule_state, cid)
     optimizer = self.local_optimizer(received, rule_state, mine)
-    trained, (loss_sum, correct, count) = local_train(
-        self.task, optimizer, received.params, x, y, *batches, unroll=self.unroll)
+    trained, stats = local_train(self.task, optimizer, received.params, x, y, *batches,
+                                 unroll=self.unroll, factors=received.factors)
+    return received, trained, stats
+
+  def client_update(self, shared, client):
+    """One client's round; vmapped over the cohort by `map_reduce`."""
+    params, population, round_context, rule_state, noise_rkey = shared
+    cid, valid, ckey, batches, context = client
+    mask = population.mask[cid]
+    if batches is None:
+      batches = client_batches(keylib.stage_key(ckey, keylib.SHUFFLE), mask,
+                               self.local_epochs, self.batch_size)
+    received, trained, (loss_sum, correct, count) = self.train_client(
+        params, population, cid, ckey, batches, rule_state)
+    mine = self.rule.client_inputs(rule_state, cid)
     # A client whose model diverged (NaN/Inf) knows it and does not take part: its
     # update would poison the sum, and with secure aggregation nobody could remove it.
     finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(t)) for t in jax.tree.leaves(trained)]))

@@ -28,8 +28,7 @@ from fedpriv.cohort import client_mesh
 from fedpriv.config import Config, ConfigError, cohort_capacity
 from fedpriv.data import FederatedDataset, load_dataset
 from fedpriv.evaluate import batch_eval_data, evaluate
-from fedpriv.fedavg import FedAvg
-from fedpriv.fedqsn.setup import attach_fedqsn
+from fedpriv.fedavg import FedAvg, PlainDownlink, PlainUplink
 from fedpriv.models.registry import Task, make_task
 from fedpriv.workdir import (PREEMPTED_EXIT, Preempted, StopRequests, Workdir,  # noqa: F401
                              WorkdirError, claim)
@@ -88,15 +87,25 @@ def build(cfg: Config) -> Experiment:
   example_shape = tuple(data.train.x.shape[2:])
   task = make_task(cfg.model, data.task, data.num_classes, example_shape,
                    conv_impl=cfg.resolved_conv_impl)
-  seams, hooks = {}, []
+  # Data-flow order: what clients receive first; the uplink, the privacy ledger and the
+  # hooks are built from it.
+  downlink, fedqsn_hooks = PlainDownlink(), []
+  if cfg.fedqsn.enabled:  # model privacy: fedpriv/fedqsn (proxies down)
+    from fedpriv.fedqsn import setup as fedqsn  # pylint: disable=import-outside-toplevel
+    downlink = fedqsn.build_downlink(cfg, task)
+  uplink, report = PlainUplink(), None
   if cfg.privacy.enabled:  # update privacy: fedpriv/privacy
     from fedpriv.privacy import setup as privacy  # pylint: disable=import-outside-toplevel
-    seams["uplink"], report = privacy.build(cfg, task, data.train.num_clients)
-    hooks.append(report)
+    uplink, report = privacy.build(cfg, task, data.train.num_clients,
+                                   downlink_bits_per_param=downlink.bits_per_param)
+  if cfg.fedqsn.enabled:
+    uplink, fedqsn_hooks = fedqsn.build(cfg, data, downlink,
+                                        private=uplink if cfg.privacy.enabled else None)
   shapes = jax.eval_shape(task.init, keylib.init_key(keylib.base_key(cfg.seed)))
   rule = algorithms.from_config(cfg, data.train.num_clients, shapes)
+  state_hooks = []
   if rule.state_bytes(shapes):
-    hooks.append(algorithms.StateReport(rule.state_bytes(shapes)))
+    state_hooks.append(algorithms.StateReport(rule.state_bytes(shapes)))
   algorithm = FedAvg(
       task=task,
       client_optimizer=optimizers.client_optimizer(cfg),
@@ -111,12 +120,13 @@ def build(cfg: Config) -> Experiment:
       rule=rule,
       client_sampling=cfg.client_sampling,
       capacity=cohort_capacity(cfg, data.train.num_clients),
-      **seams,
+      downlink=downlink,
+      uplink=uplink,
   )
-  experiment = Experiment(cfg, data, task, algorithm, hooks)
-  if cfg.fedqsn.enabled:  # model privacy: fedpriv/fedqsn (proxies down)
-    experiment = attach_fedqsn(experiment)
-  return experiment
+  # The privacy report runs last, so summary.json's downlink_bits_per_param is the
+  # ledger's (the proxy plus secure aggregation's messages).
+  hooks = [*fedqsn_hooks, *state_hooks, *([report] if report is not None else [])]
+  return Experiment(cfg, data, task, algorithm, hooks)
 
 
 def num_params(params) -> int:

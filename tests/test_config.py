@@ -74,6 +74,10 @@ def test_bad_fedqsn_values_are_refused_with_the_option_named(option, value, matc
 def test_fedqsn_cross_checks_and_nested_groups():
   with pytest.raises(ConfigError, match="fedqsn.server_fraction: must be > 0 when"):
     FedQSNConfig(pretrain_epochs=2)
+  with pytest.raises(ConfigError, match="fedqsn.p2: must be < 1 - p1 with client_mask "
+                     "count_of_all"):
+    FedQSNConfig(p1=0.8, p2=0.2, client_mask="count_of_all")
+  FedQSNConfig(p1=0.8, p2=0.2, client_mask="exact")  # 0.8 + 0.2 * 0.2 hidden: fine
   with pytest.raises(ConfigError, match="config.model: fedqsn masks hidden units of"):
     Config(dataset="shakespeare", model="lstm", partition="natural",
            fedqsn=FedQSNConfig(enabled=True))

@@ -62,6 +62,11 @@ class FederatedDataset:
     info: free-form facts about the data (sizes, vocabulary) for reports.
     server: optional training data held by the server alone (e.g. for FedQSN's server
       pretraining); never part of any client's data.
+    validation: optional held-out evaluation set for model selection (FedQSN reports
+      each model at the round with the lowest validation loss); disjoint from `test`
+      and from every client's and the server's data. A loader that has one sets it;
+      where it is None, FedQSN's metrics carve a seeded share of `test` instead (see
+      `fedqsn/hooks.py`).
   """
   name: str
   train: ClientData
@@ -72,6 +77,7 @@ class FederatedDataset:
   client_groups: tuple[str, ...] = ()
   info: dict = dataclasses.field(default_factory=dict)
   server: EvalData | None = None
+  validation: EvalData | None = None
 
   def select_clients(self, ids: Sequence[int]) -> "FederatedDataset":
     """The same dataset restricted to the clients `ids` (in that order)."""
