@@ -204,12 +204,16 @@ class FedAvg:
       optimizer = optax.chain(optimizer, freeze_invisible(received.visible))
     trained, (loss_sum, correct, count) = local_train(
         self.task, optimizer, received.params, x, y, *batches, unroll=self.unroll)
-    # A client whose model diverged (NaN/Inf) knows it and does not take part: its
-    # update would poison the sum, and with secure aggregation nobody could remove it.
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(t)) for t in jax.tree.leaves(trained)]))
+    # A client whose update is not finite (its model diverged, or finite weights whose
+    # difference overflows) sends a zero update of weight 0 instead: it stays in the
+    # round, so with secure aggregation its masks still cancel, and an uplink that counts
+    # clients rather than examples (update privacy) keeps it in the count, which must
+    # not depend on the client's data. Example-weighted uplinks leave it out.
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(t - s)) for t, s in
+                                zip(jax.tree.leaves(trained), jax.tree.leaves(received.params))]))
+    trained = jax.tree.map(lambda t, s: jnp.where(finite, t, s), trained, received.params)
     dropped = valid & ~finite
-    valid = valid & finite
-    weight = jnp.where(valid, mask.sum().astype(jnp.float32), 0.0)
+    weight = jnp.where(valid & finite, mask.sum().astype(jnp.float32), 0.0)
     result = ClientResult(received.params, trained, received.visible, weight)
     pkey = keylib.stage_key(ckey, keylib.PRIVATIZE)
     if round_context is None:
@@ -217,8 +221,8 @@ class FedAvg:
     else:  # uplinks with `round_context` also see the round's and their own context
       message = self.uplink.encode(result, pkey, context=(round_context, context))
     message = jax.tree.map(lambda m: jnp.where(valid, m, jnp.zeros_like(m)), message)
-    vf = valid.astype(jnp.float32)
-    zero_if_dropped = lambda v: jnp.where(valid, v, 0.0)
+    vf = (valid & finite).astype(jnp.float32)
+    zero_if_dropped = lambda v: jnp.where(valid & finite, v, 0.0)
     summed = {"message": message, "loss_sum": zero_if_dropped(loss_sum),
               "correct": zero_if_dropped(correct), "count": count * vf,
               "dropped_nonfinite": dropped.astype(jnp.int32)}
