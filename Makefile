@@ -10,7 +10,7 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 WORKDIR ?= runs/fashion_mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install data run test bench bench-torch clean
+.PHONY: install data run test soak bench bench-torch clean
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ run: install data
 
 test: install data
 	$(PY) -m pytest -q tests
+
+# Minutes: a private run of 300 rounds killed at random and resumed, bit-identical.
+soak: install data
+	$(PY) -m pytest -q -m slow tests/test_soak.py
 
 bench: install data
 	$(PY) -m launch.benchmark

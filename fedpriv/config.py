@@ -17,7 +17,8 @@ MODELS = ("cnn", "lstm", "transformer")
 PARTITIONS = ("iid", "dirichlet", "natural")
 CLIENT_OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 CONV_IMPLS = ("auto", "im2col", "xla")
-SERVER_OPTIMIZERS = ("sgd", "momentum", "adam")
+SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "adagrad", "yogi")
+ALGORITHMS = ("fedavg", "fedprox", "scaffold")
 FEDQSN_MODELS = ("cnn", "transformer")
 FEDQSN_CLIENT_MASKS = ("bernoulli", "exact")
 FEDQSN_AGGREGATIONS = ("average", "delta")
@@ -115,7 +116,12 @@ class Config:
   sampled clients whose update never arrives; with secure aggregation use
   `privacy.dropout`, which drops clients after they have masked), `local_epochs`, `batch_size`,
   `learning_rate` and `client_optimizer` (+ `client_momentum`, `weight_decay`),
-  `server_optimizer` and `server_learning_rate` (sgd with 1.0 is FedAvg).
+  `server_optimizer` and `server_learning_rate` (sgd with 1.0 is FedAvg; "adam",
+  "adagrad", "yogi" are Reddi et al. 2021's FedAdam, FedAdagrad, FedYogi).
+
+  Algorithm: `algorithm` ("fedavg"; "fedprox": local steps add the proximal term
+  `prox_mu`/2 ||w - w_received||^2; "scaffold": SCAFFOLD's control variates, option II,
+  one per client kept for the whole population, at most `max_client_state_mb` of them).
 
   Execution: `seed`, `eval_every`, `eval_batch_size`, `checkpoint_every` (rounds
   between checkpoints; 0 = only at the end), `chunk_size` (clients vmapped at
@@ -144,6 +150,9 @@ class Config:
   weight_decay: float = 0.0
   server_optimizer: str = "sgd"
   server_learning_rate: float = 1.0
+  algorithm: str = "fedavg"
+  prox_mu: float = 0.0
+  max_client_state_mb: float = 1024.0
   seed: int = 0
   eval_every: int = 1
   eval_batch_size: int = 1000
@@ -203,6 +212,7 @@ class Config:
           f"must be one of {SERVER_OPTIMIZERS}, got {self.server_optimizer!r}")
     check("server_learning_rate", self.server_learning_rate > 0,
           f"must be > 0, got {self.server_learning_rate}")
+    self._check_algorithm()
     check("seed", self.seed >= 0, f"must be >= 0, got {self.seed}")
     for name in ("num_devices", "max_examples_per_client", "train_limit", "test_limit",
                  "checkpoint_every"):
@@ -228,6 +238,29 @@ class Config:
       check("fedqsn.upload_bits", self.fedqsn.upload_bits == 32,
             "must be 32 with update privacy (privacy.bits quantizes the upload), got "
             f"{self.fedqsn.upload_bits}")
+
+  def _check_algorithm(self) -> None:
+    check("algorithm", self.algorithm in ALGORITHMS,
+          f"must be one of {ALGORITHMS}, got {self.algorithm!r}")
+    check("prox_mu", self.prox_mu >= 0, f"must be >= 0, got {self.prox_mu}")
+    if self.algorithm != "fedprox":
+      check("prox_mu", self.prox_mu == 0,
+            f"is FedProx's proximal weight: set algorithm 'fedprox' (got {self.algorithm!r})")
+    check("max_client_state_mb", self.max_client_state_mb > 0,
+          f"must be > 0, got {self.max_client_state_mb}")
+    if self.algorithm != "scaffold":
+      return
+    check("algorithm", not self.privacy.enabled,
+          "'scaffold' uploads a control-variate delta beside the model update, a second "
+          "message that update privacy does not clip, noise or account: use 'fedavg' or "
+          "'fedprox' with privacy")
+    check("algorithm", not self.fedqsn.enabled,
+          "'scaffold' needs clients to train the global model itself; FedQSN clients train "
+          "a masked, quantized proxy, so their control variates would not estimate its "
+          "gradient: use 'fedavg' or 'fedprox' with fedqsn")
+    check("client_optimizer", self.client_optimizer == "sgd",
+          "'scaffold' (option II) reads its control variates off plain SGD steps: "
+          f"use 'sgd', got {self.client_optimizer!r}")
 
   @classmethod
   def from_dict(cls, values: dict[str, Any], prefix: str = "") -> "Config":

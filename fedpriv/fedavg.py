@@ -26,6 +26,7 @@ import optax
 from jax.sharding import Mesh
 
 from fedpriv import keys as keylib
+from fedpriv.algorithms import Rule
 from fedpriv.cohort import padded_cohort_size, sharded_map_reduce
 from fedpriv.data.client_data import ClientData
 from fedpriv.local import local_train
@@ -37,6 +38,7 @@ class ServerState(NamedTuple):
   params: Any
   opt_state: Any
   round: jax.Array  # rounds completed so far (int32 scalar)
+  extra: Any = ()   # the algorithm rule's state (SCAFFOLD's control variates)
 
 
 class Cohort(NamedTuple):
@@ -144,6 +146,7 @@ class FedAvg:
       its own dropouts, after masking, in its host step.
     downlink: what a client receives (default: the global model).
     uplink: what a client sends and how the server decodes the sum.
+    rule: what the algorithm adds to the round (algorithms.py: FedProx, SCAFFOLD).
   """
   task: Task
   client_optimizer: optax.GradientTransformation
@@ -157,6 +160,7 @@ class FedAvg:
   dropout: float = 0.0
   downlink: Any = dataclasses.field(default_factory=PlainDownlink)
   uplink: Any = dataclasses.field(default_factory=PlainUplink)
+  rule: Rule = dataclasses.field(default_factory=Rule)
 
   @property
   def num_devices(self) -> int:
@@ -167,7 +171,8 @@ class FedAvg:
     return padded_cohort_size(self.clients_per_round, self.chunk_size, self.num_devices)
 
   def init(self, params) -> ServerState:
-    return ServerState(params, self.server_optimizer.init(params), jnp.zeros((), jnp.int32))
+    return ServerState(params, self.server_optimizer.init(params), jnp.zeros((), jnp.int32),
+                       self.rule.init(params))
 
   def sample_cohort(self, base_key: jax.Array, rnd, num_clients: int) -> Cohort:
     """The cohort of round `rnd` (1-based), drawn from `(base_key, rnd)` alone."""
@@ -190,18 +195,28 @@ class FedAvg:
     ckeys = jax.vmap(lambda c: keylib.client_key(rkey, c))(ids)
     return Cohort(ids, valid, ckeys, batches)
 
+  def local_optimizer(self, received: ClientModel, rule_state=(), mine=()):
+    """The optimizer of one client's local steps: the rule's transform (e.g. FedProx's
+    proximal term), the client optimizer, and the freeze of invisible coordinates."""
+    optimizer = self.client_optimizer
+    extra = self.rule.client_transform(rule_state, mine, received.params)
+    if extra is not None:
+      optimizer = optax.chain(extra, optimizer)
+    if received.visible is not None:
+      optimizer = optax.chain(optimizer, freeze_invisible(received.visible))
+    return optimizer
+
   def client_update(self, shared, client):
     """One client's round; vmapped over the cohort by `map_reduce`."""
-    params, population, round_context = shared
+    params, population, round_context, rule_state = shared
     cid, valid, ckey, batches, context = client
     x, y, mask = population.x[cid], population.y[cid], population.mask[cid]
     if batches is None:
       batches = client_batches(keylib.stage_key(ckey, keylib.SHUFFLE), mask,
                                self.local_epochs, self.batch_size)
     received = self.downlink.client_model(params, keylib.stage_key(ckey, keylib.PROXY))
-    optimizer = self.client_optimizer
-    if received.visible is not None:
-      optimizer = optax.chain(optimizer, freeze_invisible(received.visible))
+    mine = self.rule.client_inputs(rule_state, cid)
+    optimizer = self.local_optimizer(received, rule_state, mine)
     trained, (loss_sum, correct, count) = local_train(
         self.task, optimizer, received.params, x, y, *batches, unroll=self.unroll)
     # A client whose update is not finite (its model diverged, or finite weights whose
@@ -220,13 +235,21 @@ class FedAvg:
       message = self.uplink.encode(result, pkey)
     else:  # uplinks with `round_context` also see the round's and their own context
       message = self.uplink.encode(result, pkey, context=(round_context, context))
+    steps = jnp.sum(jnp.any(batches[1], axis=-1), dtype=jnp.int32)  # steps with data
+    rule_summed, rule_kept = self.rule.client_outputs(rule_state, mine, received.params,
+                                                      trained, steps)
+    # The message of a non-finite client (a zero update) still goes into the sum; its
+    # algorithm-rule outputs (e.g. control variates) and metrics do not.
     message = jax.tree.map(lambda m: jnp.where(valid, m, jnp.zeros_like(m)), message)
+    rule_summed = jax.tree.map(lambda m: jnp.where(valid & finite, m, jnp.zeros_like(m)),
+                               rule_summed)
     vf = (valid & finite).astype(jnp.float32)
     zero_if_dropped = lambda v: jnp.where(valid & finite, v, 0.0)
     summed = {"message": message, "loss_sum": zero_if_dropped(loss_sum),
               "correct": zero_if_dropped(correct), "count": count * vf,
-              "dropped_nonfinite": dropped.astype(jnp.int32)}
-    kept = {"train_loss": loss_sum / jnp.maximum(count, 1.0), "weight": weight}
+              "dropped_nonfinite": dropped.astype(jnp.int32), "rule": rule_summed}
+    kept = {"train_loss": loss_sum / jnp.maximum(count, 1.0), "weight": weight,
+            "valid": valid & finite, "rule": rule_kept}
     return summed, kept
 
   def apply(self, state: ServerState, population: ClientData, cohort: Cohort,
@@ -248,7 +271,8 @@ class FedAvg:
       round_context = self.uplink.round_context(
           state.params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC))
     total, per_client = sharded_map_reduce(
-        self.client_update, (state.params, population, round_context), tuple(cohort),
+        self.client_update, (state.params, population, round_context, state.extra),
+        tuple(cohort),
         chunk_size=self.chunk_size, mesh=self.mesh)
     skey = None if rkey is None else keylib.server_key(rkey, keylib.SERVER_NOISE)
     if round_context is None:
@@ -259,6 +283,8 @@ class FedAvg:
     neg = jax.tree.map(jnp.negative, mean_update)
     updates, opt_state = self.server_optimizer.update(neg, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    extra = self.rule.server_update(state.extra, total["rule"], per_client["rule"],
+                                    per_client["valid"], cohort.client_ids)
     count = jnp.maximum(total["count"], 1.0)
     metrics = {
         "train_loss": total["loss_sum"] / count,
@@ -271,7 +297,7 @@ class FedAvg:
         "client_weight": per_client["weight"],
         "client_ids": cohort.client_ids,
     }
-    return ServerState(params, opt_state, rnd), metrics
+    return ServerState(params, opt_state, rnd, extra), metrics
 
   def run_round(self, state: ServerState, population: ClientData, base_key: jax.Array):
     """Samples the cohort of round `state.round + 1` and runs it."""

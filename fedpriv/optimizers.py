@@ -1,6 +1,10 @@
 """Client and server optimizers from a config."""
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
 import optax
 
 from fedpriv.config import Config
@@ -28,4 +32,56 @@ def server_optimizer(cfg: Config) -> optax.GradientTransformation:
     return optax.sgd(lr)
   if cfg.server_optimizer == "momentum":
     return optax.sgd(lr, momentum=0.9)
+  if cfg.server_optimizer in ("adagrad", "yogi"):
+    return reddi_server_optimizer(cfg.server_optimizer, lr)
   return optax.adam(lr, b1=0.9, b2=0.99, eps=1e-3)  # FedAdam (Reddi et al. 2021)
+
+
+class ReddiState(NamedTuple):
+  """First moment `m` and second-moment accumulator `v` of an adaptive server step."""
+  m: Any
+  v: Any
+
+
+def reddi_server_optimizer(kind: str, learning_rate: float, b1: float = 0.9,
+                           b2: float = 0.99, tau: float = 1e-3) -> optax.GradientTransformation:
+  """FedAdagrad or FedYogi's server step (Reddi et al. 2021, "Adaptive Federated
+  Optimization", Algorithm 2), applied to the negated mean client update `g = -Delta`:
+
+    m <- b1 m + (1 - b1) g
+    v <- v + g^2                                  (adagrad)
+    v <- v - (1 - b2) g^2 sign(v - g^2)           (yogi)
+    x <- x - learning_rate * m / (sqrt(v) + tau)
+
+  with `v` starting at tau^2 and no bias correction, as in the paper (tau is its
+  adaptivity degree, the defaults its b1, b2 and tau=1e-3).
+
+  Args:
+    kind: "adagrad" or "yogi".
+    learning_rate: the server learning rate eta.
+    b1, b2, tau: as above.
+
+  Returns:
+    An optax transformation.
+  """
+  if kind not in ("adagrad", "yogi"):
+    raise ValueError(f"kind must be 'adagrad' or 'yogi', got {kind!r}")
+
+  def init(params):
+    return ReddiState(jax.tree.map(jnp.zeros_like, params),
+                      jax.tree.map(lambda p: jnp.full_like(p, tau * tau), params))
+
+  def second_moment(v, g):
+    g2 = g * g
+    if kind == "adagrad":
+      return v + g2
+    return v - (1.0 - b2) * g2 * jnp.sign(v - g2)
+
+  def update(updates, state, params=None):
+    del params
+    m = jax.tree.map(lambda m, g: b1 * m + (1.0 - b1) * g, state.m, updates)
+    v = jax.tree.map(second_moment, state.v, updates)
+    out = jax.tree.map(lambda m, v: -learning_rate * m / (jnp.sqrt(v) + tau), m, v)
+    return out, ReddiState(m, v)
+
+  return optax.GradientTransformation(init, update)

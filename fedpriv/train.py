@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -22,7 +23,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fedpriv import keys as keylib
-from fedpriv import optimizers, plots
+from fedpriv import algorithms, optimizers, plots
 from fedpriv.cohort import client_mesh
 from fedpriv.config import Config, ConfigError
 from fedpriv.data import FederatedDataset, load_dataset
@@ -30,6 +31,8 @@ from fedpriv.evaluate import batch_eval_data, evaluate
 from fedpriv.fedavg import FedAvg
 from fedpriv.fedqsn.setup import attach_fedqsn
 from fedpriv.models.registry import Task, make_task
+from fedpriv.workdir import (PREEMPTED_EXIT, Preempted, StopRequests, Workdir,  # noqa: F401
+                             WorkdirError, claim)
 
 
 @dataclasses.dataclass
@@ -46,6 +49,9 @@ class Experiment:
     `on_resume(exp, state, rnd)`: the run continues from a checkpoint taken after
       round `rnd`; rebuild any per-run bookkeeping (keys are counters, so most state
       can be recomputed).
+    `on_continue(exp, changes, rnd)`: the workdir's run is being continued after round
+      `rnd` with a changed config (`changes`: dotted key -> [old, new], only keys of
+      `fedpriv.workdir.CONTINUABLE`); raise ConfigError if the hook cannot follow.
   """
   cfg: Config
   data: FederatedDataset
@@ -83,6 +89,10 @@ def build(cfg: Config) -> Experiment:
     from fedpriv.privacy import setup as privacy  # pylint: disable=import-outside-toplevel
     seams["uplink"], report = privacy.build(cfg, task, data.train.num_clients)
     hooks.append(report)
+  shapes = jax.eval_shape(task.init, keylib.init_key(keylib.base_key(cfg.seed)))
+  rule = algorithms.from_config(cfg, data.train.num_clients, shapes)
+  if rule.state_bytes(shapes):
+    hooks.append(algorithms.StateReport(rule.state_bytes(shapes)))
   algorithm = FedAvg(
       task=task,
       client_optimizer=optimizers.client_optimizer(cfg),
@@ -94,6 +104,7 @@ def build(cfg: Config) -> Experiment:
       unroll=cfg.unroll,
       mesh=mesh,
       dropout=cfg.dropout,
+      rule=rule,
       **seams,
   )
   experiment = Experiment(cfg, data, task, algorithm, hooks)
@@ -134,105 +145,96 @@ def _jsonable(metrics: dict) -> dict:
   return out
 
 
-class WorkdirError(ValueError):
-  """The workdir holds a run that this one cannot continue (e.g. another config)."""
-
-
-class _Workdir:
-  """What a run keeps on disk, written so that a crash at any moment loses nothing.
-
-  `config.json` identifies the run; `metrics.jsonl` gets one fsync-ed line per
-  evaluated round; `checkpoints/` holds orbax checkpoints (written to a temporary
-  folder and renamed into place, so a half-written one is never restored) of the server
-  state and the driver's own bookkeeping; `summary.json` is replaced atomically at the
-  end. Rerunning the same command resumes from the newest checkpoint and drops metric
-  lines written after it, so rounds are neither repeated nor missing.
-  """
-
-  def __init__(self, path: pathlib.Path, cfg: Config, write: bool):
-    self.path, self.write = path, write
-    self.metrics_path = path / "metrics.jsonl"
-    self.config_path = path / "config.json"
-    wanted = json.dumps(cfg.to_dict(), sort_keys=True)
-    if self.config_path.exists():
-      if self.config_path.read_text().strip() != wanted:
-        raise WorkdirError(f"{path} holds a run with another config; use a new workdir "
-                           "(or delete it) to start a different run")
-    elif write:
-      path.mkdir(parents=True, exist_ok=True)
-      _atomic_write(self.config_path, wanted + "\n")
-    self.manager = None
-    if write or jax.process_count() > 1:
-      import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-      self._ocp = ocp
-      self.manager = ocp.CheckpointManager(
-          path.resolve() / "checkpoints",
-          options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-
-  def latest(self):
-    return None if self.manager is None else self.manager.latest_step()
-
-  def restore(self, step: int, state_template):
-    ocp = self._ocp
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
-    got = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    leaves = jax.tree.leaves(got.state)
-    state = jax.tree.unflatten(jax.tree.structure(state_template), leaves)
-    return state, got.meta
-
-  def save(self, step: int, state, meta: dict) -> None:
-    ocp = self._ocp
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-    self.manager.wait_until_finished()
-
-  def keep_metrics_through(self, rnd: int) -> None:
-    """Drops metric lines of rounds after `rnd` (and any torn last line)."""
-    if not self.write or not self.metrics_path.exists():
-      return
-    kept = []
-    for line in self.metrics_path.read_text().splitlines():
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        break
-      if record.get("round", 0) <= rnd:
-        kept.append(line)
-    _atomic_write(self.metrics_path, "".join(l + "\n" for l in kept))
-
-  def metrics(self, record: dict) -> None:
-    if not self.write:
-      return
-    with open(self.metrics_path, "a") as f:
-      f.write(json.dumps(record) + "\n")
-      f.flush()
-      os.fsync(f.fileno())
-
-  def summary(self, record: dict) -> None:
-    if self.write:
-      _atomic_write(self.path / "summary.json", json.dumps(record, indent=1) + "\n")
-
-
-def _atomic_write(path: pathlib.Path, text: str) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  with open(tmp, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[str, Any]:
   """Trains for `cfg.rounds` rounds, resuming from the workdir's newest checkpoint;
-  returns (and writes) the summary."""
-  cfg, algo, task, data = exp.cfg, exp.algorithm, exp.task, exp.data
+  returns (and writes) the summary.
+
+  Raises:
+    WorkdirError: the workdir is held by another live process, holds another run, or
+      has checkpoints none of which restores.
+    ConfigError: the run cannot be continued with this config, or its compiled round
+      needs more memory than the machine has.
+    Preempted: SIGTERM or SIGINT stopped the run after a round, with a checkpoint.
+  """
   # With several processes (jax.distributed) every process runs the same program on
-  # its share of the cohort; only process 0 writes and prints.
+  # its share of the cohort; only process 0 writes, prints and holds the workdir's lock.
   lead = jax.process_index() == 0
-  wd = _Workdir(pathlib.Path(workdir), cfg, write=lead) if workdir is not None else None
   if not lead:
     log = lambda *a, **k: None
+  wd = (Workdir(pathlib.Path(workdir), exp.cfg.to_dict(), write=lead, log=log)
+        if workdir is not None else None)
+  try:
+    return _run(exp, wd, log)
+  finally:
+    if wd is not None:
+      wd.close()
+
+
+def _gib(n: int) -> str:
+  return f"{n / 2**30:.2f} GiB"
+
+
+def available_memory(device) -> tuple[int, str]:
+  """Bytes a new allocation can still get on `device`, and where the figure comes from:
+  the accelerator's free memory, or on CPU the host's available memory (the lower of
+  /proc/meminfo's MemAvailable and the cgroup's limit minus its usage)."""
+  stats = device.memory_stats() if device.platform != "cpu" else None
+  if stats and "bytes_limit" in stats:
+    return stats["bytes_limit"] - stats.get("bytes_in_use", 0), f"free on {device.device_kind}"
+  found = []
+  try:
+    with open("/proc/meminfo") as f:
+      for line in f:
+        if line.startswith("MemAvailable:"):
+          found.append((int(line.split()[1]) * 1024, "available on this host"))
+  except OSError:
+    pass
+  try:
+    limit = pathlib.Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    if limit != "max":
+      used = int(pathlib.Path("/sys/fs/cgroup/memory.current").read_text())
+      found.append((int(limit) - used, "left under this cgroup's memory limit"))
+  except (OSError, ValueError):
+    pass
+  return min(found) if found else (2**62, "unknown")
+
+
+def check_memory(*compiled, device, available=None) -> int:
+  """Refuses a run whose compiled steps need more working memory than `device` has
+  free (before any round runs, rather than dying from the OOM killer mid-run).
+
+  The need is XLA's memory analysis: temporaries plus outputs not aliased to donated
+  inputs, the largest over the steps (they run one after another; their inputs are
+  already resident). Returns the need in bytes.
+
+  Raises:
+    ConfigError: the estimate and the limit, naming the options that shrink it.
+  """
+  need = 0
+  for c in compiled:
+    m = c.memory_analysis()
+    if m is None:  # a backend without the analysis: nothing to check against
+      return 0
+    need = max(need, m.temp_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes)
+  limit, where = available if available is not None else available_memory(device)
+  if need > limit:
+    raise ConfigError("chunk_size", f"a compiled round needs {_gib(need)} of working memory "
+                      f"(XLA's estimate) but {_gib(limit)} is {where}; lower chunk_size "
+                      "(clients trained at once), batch_size or the model's size")
+  return need
+
+
+def _check_restored(step, state, meta) -> None:
+  missing = {"round_times", "last_eval"} - set(meta or {})
+  if missing:
+    raise ValueError(f"its bookkeeping lacks {sorted(missing)}")
+  rnd = getattr(state, "round", None)
+  if rnd is not None and int(fetch(rnd)) != step:
+    raise ValueError(f"it holds round {int(fetch(rnd))}, not {step}")
+
+
+def _run(exp: Experiment, wd: Workdir | None, log) -> dict[str, Any]:
+  cfg, algo, task, data = exp.cfg, exp.algorithm, exp.task, exp.data
   base = keylib.base_key(cfg.seed)
   t_start = time.perf_counter()
   params = task.init(keylib.init_key(base))
@@ -244,18 +246,24 @@ def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[s
   test = _put(batch_eval_data(data.test, cfg.eval_batch_size), algo.mesh)
   state = _put(algo.init(params), algo.mesh)
 
-  round_times, last_eval, first = [], {}, 1
-  step = wd.latest() if wd is not None else None
-  if step is not None:
-    restored, meta = wd.restore(step, state)
-    state = _put(restored, algo.mesh)
+  round_times, last_eval, first, history = [], {}, 1, []
+  restored = wd.restore_newest(state, check=_check_restored) if wd is not None else None
+  if restored is not None:
+    step, restored_state, meta = restored
+    if step > cfg.rounds:
+      raise WorkdirError(f"{wd.path} holds {step} rounds; rounds={cfg.rounds} cannot undo "
+                         "them (a run can only be continued for more rounds)")
+    if wd.changes:
+      exp.call_hooks("on_continue", wd.changes, step)  # a hook may refuse (ConfigError)
+      log(f"fedpriv: continuing {wd.path} after round {step} with " + ", ".join(
+          f"{k} {a} -> {b}" for k, (a, b) in wd.changes.items()))
+    state = _put(restored_state, algo.mesh)
     round_times, last_eval, first = list(meta["round_times"]), dict(meta["last_eval"]), step + 1
     wd.keep_metrics_through(step)
     exp.call_hooks("on_resume", state, step)
-    log(f"fedpriv: resuming {workdir} after round {step}")
+    log(f"fedpriv: resuming {wd.path} after round {step}")
   elif wd is not None:
     wd.keep_metrics_through(0)
-
   # One trace, one compile for the whole run: a retrace would mean shapes changed.
   # An uplink with a host-side `prepare_round` (secure aggregation's key agreement)
   # splits the round: jitted sampling, the host step, then the jitted round itself.
@@ -286,41 +294,53 @@ def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[s
       return state, {**m, **info}
   compiled_eval = eval_fn.lower(state.params, test).compile()
   compile_s = time.perf_counter() - t0
+  check_memory(compiled_round if prepare is None else compiled_apply, compiled_eval,
+               device=jax.local_devices()[0])
+  if wd is not None:  # from here on the workdir holds this run (and its config)
+    history = wd.accept_config(first - 1)
   log(f"fedpriv: {data.name} ({data.train.num_clients} clients, {n_params:,} params), "
       f"{cfg.model}, {cfg.clients_per_round} clients/round, compiled in {compile_s:.1f}s")
 
-  for rnd in range(first, cfg.rounds + 1):
-    t0 = time.perf_counter()
-    state, m = compiled_round(state, population, base)
-    train_loss = float(fetch(m["train_loss"]))  # blocks until the round is done
-    seconds = time.perf_counter() - t0
-    round_times.append(seconds)
-    finite = np.isfinite(train_loss)
-    evaluate_now = rnd % cfg.eval_every == 0 or rnd == cfg.rounds or not finite
-    dropped = int(fetch(m["clients_dropped_nonfinite"]))
-    line = (f"round {rnd:4d}/{cfg.rounds}  train_loss {train_loss:.4f}  "
-            f"train_acc {float(fetch(m['train_accuracy'])):.4f}")
-    extra = exp.call_hooks("on_round", state, m, rnd, evaluate_now)
-    if evaluate_now:
-      ev = compiled_eval(state.params, test)
-      last_eval = {"test_accuracy": float(fetch(ev["accuracy"])),
-                   "test_loss": float(fetch(ev["loss"]))}
-      line += (f"  test_loss {last_eval['test_loss']:.4f}  "
-               f"test_acc {last_eval['test_accuracy']:.4f}")
-      if wd is not None:
-        wd.metrics({"round": rnd, **last_eval, "train_loss": train_loss,
-                    "train_accuracy": float(fetch(m["train_accuracy"])),
-                    "clients_dropped_nonfinite": dropped, **extra,
-                    "seconds": seconds, "elapsed": time.perf_counter() - t_start})
-    if dropped:
-      line += f"  dropped {dropped} non-finite client update(s)"
-    log(line + f"  {seconds:.2f}s")
-    if wd is not None and (rnd == cfg.rounds or not finite or
-                           (cfg.checkpoint_every and rnd % cfg.checkpoint_every == 0)):
-      wd.save(rnd, state, {"round_times": round_times, "last_eval": last_eval})
-    if not finite:
-      log(f"round {rnd}: training loss is {train_loss}; stopping")
-      break
+  stops = StopRequests() if wd is not None else contextlib.nullcontext()
+  with stops:
+    for rnd in range(first, cfg.rounds + 1):
+      t0 = time.perf_counter()
+      state, m = compiled_round(state, population, base)
+      train_loss = float(fetch(m["train_loss"]))  # blocks until the round is done
+      seconds = time.perf_counter() - t0
+      round_times.append(seconds)
+      finite = np.isfinite(train_loss)
+      evaluate_now = rnd % cfg.eval_every == 0 or rnd == cfg.rounds or not finite
+      dropped = int(fetch(m["clients_dropped_nonfinite"]))
+      line = (f"round {rnd:4d}/{cfg.rounds}  train_loss {train_loss:.4f}  "
+              f"train_acc {float(fetch(m['train_accuracy'])):.4f}")
+      extra = exp.call_hooks("on_round", state, m, rnd, evaluate_now)
+      if evaluate_now:
+        ev = compiled_eval(state.params, test)
+        last_eval = {"test_accuracy": float(fetch(ev["accuracy"])),
+                     "test_loss": float(fetch(ev["loss"]))}
+        line += (f"  test_loss {last_eval['test_loss']:.4f}  "
+                 f"test_acc {last_eval['test_accuracy']:.4f}")
+        if wd is not None:
+          wd.metrics({"round": rnd, **last_eval, "train_loss": train_loss,
+                      "train_accuracy": float(fetch(m["train_accuracy"])),
+                      "clients_dropped_nonfinite": dropped, **extra,
+                      "seconds": seconds, "elapsed": time.perf_counter() - t_start})
+      if dropped:
+        line += f"  dropped {dropped} non-finite client update(s)"
+      log(line + f"  {seconds:.2f}s")
+      # A signal (preemption, Ctrl-C) is honoured once the round is done and saved.
+      stop = stops.requested() if wd is not None and finite and rnd < cfg.rounds else None
+      if wd is not None and (rnd == cfg.rounds or not finite or stop or
+                             (cfg.checkpoint_every and rnd % cfg.checkpoint_every == 0)):
+        wd.save(rnd, state, {"round_times": round_times, "last_eval": last_eval})
+      if not finite:
+        log(f"round {rnd}: training loss is {train_loss}; stopping")
+        break
+      if stop:
+        log(f"fedpriv: {stop}: stopped after round {rnd} and saved a checkpoint; the same "
+            "command continues the run")
+        raise Preempted(rnd, stop)
 
   summary = {
       **last_eval,
@@ -341,6 +361,8 @@ def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[s
       "data_info": data.info,
       "config": cfg.to_dict(),
   }
+  if history:  # the run was continued with another rounds (or cadence) at some point
+    summary["config_history"] = history
   summary.update(exp.call_hooks("on_end", state))
   if wd is not None:
     wd.summary(summary)

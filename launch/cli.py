@@ -1,5 +1,9 @@
-"""What every launch script shares: one-line refusals with exit status 2."""
+"""What every launch script shares: one-line refusals with exit status 2, the exits of a
+training run, and running one run of a sweep as a child process."""
+import signal
+import subprocess
 import sys
+import threading
 
 from absl import flags, logging
 
@@ -33,3 +37,89 @@ def check_common(argv, config, example: str, workdir=None) -> None:
     refuse(f"--config is required (e.g. --config={example})")
   if workdir is not None and not workdir.value:
     refuse("--workdir is required")
+
+
+def claim_existing_workdir(workdir: str) -> None:
+  """Refuses at once (exit 2) when a live process holds an existing workdir, before any
+  data is loaded; the lock is then held until this process ends. (A new workdir is
+  claimed when training starts: a bad config never creates it.)"""
+  import os  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  from fedpriv import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  if jax.process_index() == 0 and os.path.isdir(workdir):
+    try:
+      workdir_lib.claim(workdir)
+    except workdir_lib.WorkdirError as e:
+      refuse(str(e))
+
+
+def _print(*args) -> None:
+  """print, except that a closed stdout (the terminal or the sweep that read it has
+  gone) does not stop the run: its lines go to the workdir's files anyway."""
+  try:
+    print(*args, flush=True)
+  except BrokenPipeError:
+    import os  # pylint: disable=import-outside-toplevel
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # also what is buffered
+
+
+def run_experiment(experiment, workdir: str) -> dict:
+  """`fedpriv.train.run` with the launch scripts' exits: a workdir or config that cannot
+  be used exits 2 with one line; a run stopped by SIGTERM/SIGINT (after finishing its
+  round and checkpointing) exits with `PREEMPTED_EXIT` (75), so that a scheduler or a
+  script can tell "rerun me" from a failure."""
+  # pylint: disable=import-outside-toplevel
+  from fedpriv import train
+  from fedpriv.config import ConfigError
+  try:
+    return train.run(experiment, workdir, log=_print)
+  except (train.WorkdirError, ConfigError) as e:
+    refuse(str(e))
+  except train.Preempted as e:
+    print(f"fedpriv: {e}; rerun the same command to continue", file=sys.stderr)
+    sys.exit(train.PREEMPTED_EXIT)
+
+
+def claim_folder(path: str) -> None:
+  """Holds `path`'s lock for as long as this process runs (a sweep's output folder):
+  a second sweep on the same folder is refused (exit 2, naming the first)."""
+  from fedpriv import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+  try:
+    workdir_lib.claim(path)
+  except workdir_lib.WorkdirError as e:
+    refuse(str(e))
+
+
+def _die_with_parent() -> None:
+  """In the child, before exec: SIGTERM when the sweep dies (Linux's PR_SET_PDEATHSIG),
+  so that a killed sweep leaves no run writing (and locking) its workdir behind."""
+  try:
+    import ctypes  # pylint: disable=import-outside-toplevel
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))
+  except (OSError, AttributeError):
+    pass
+
+
+def run_child(cmd: list[str], log_path, echo: bool, env: dict) -> int:
+  """Runs one run of a sweep: its output appended to `log_path` (a resumed run keeps the
+  log of its earlier attempts) and echoed with an indent. SIGTERM/SIGINT to the sweep
+  are passed on to the run once per signal (it finishes its round, checkpoints and
+  exits with status 75); the run is in its own session, so a terminal's Ctrl-C reaches
+  it only through the sweep. Returns the run's exit status."""
+  with open(log_path, "a") as log:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True, preexec_fn=_die_with_parent)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+      for s in (signal.SIGTERM, signal.SIGINT):
+        previous[s] = signal.signal(s, lambda signum, _: proc.send_signal(signum))
+    try:
+      for line in proc.stdout:
+        log.write(line)
+        log.flush()
+        if echo:
+          print("    " + line.rstrip(), flush=True)
+      return proc.wait()
+    finally:
+      for s, handler in previous.items():
+        signal.signal(s, signal.SIG_DFL if handler is None else handler)

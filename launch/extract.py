@@ -13,7 +13,7 @@ import pathlib
 
 from absl import app, flags
 
-from launch.cli import check_common
+from launch.cli import check_common, claim_existing_workdir, run_experiment
 from launch.train import _CONFIG, _WORKDIR, parse_flags, refuse
 
 _ATTACKERS = flags.DEFINE_integer("attackers", 3, "Clients of the final round that attack "
@@ -34,6 +34,7 @@ def main(argv):
   from fedpriv.fedqsn.attacks import AttackHook  # pylint: disable=import-outside-toplevel
   try:
     cfg = Config.from_dict(_CONFIG.value.to_dict())
+    claim_existing_workdir(_WORKDIR.value)
     if not cfg.fedqsn.enabled:
       raise ConfigError("fedqsn.enabled", "the attacks need a FedQSN experiment (use a "
                         ":fedqsn preset; p1=p2=0 and bits=32 is FedAvg)")
@@ -45,7 +46,7 @@ def main(argv):
     refuse(str(e))
   hook = AttackHook(_ATTACKERS.value, _COLLUDERS.value, _EPOCHS_FACTOR.value)
   experiment.hooks.append(hook)
-  train.run(experiment, _WORKDIR.value)
+  run_experiment(experiment, _WORKDIR.value)
   path = pathlib.Path(_WORKDIR.value) / "attacks.json"
   path.write_text(json.dumps(hook.results, indent=1) + "\n")
   r = hook.results

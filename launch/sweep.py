@@ -17,8 +17,12 @@ A sweep file defines `get_sweep()` returning a dict:
 Each run is `python -m MODULE --config=CONFIG --workdir=OUT/NAME --config.KEY=VALUE...`
 in its own process, its output kept in OUT/NAME/log.txt and echoed with an indent; a
 run whose workdir already holds its result (summary.json, attack.json or
-membership.json) is skipped, so an interrupted sweep resumes. OUT/sweep.json lists every
-run with its command and status. Every run's config is built and validated before the
+membership.json) is skipped and an unfinished one is rerun in place (it resumes from its
+checkpoint; its log is appended to), so an interrupted sweep resumes. OUT/sweep.json
+lists every run with its command and status (written after each run). One sweep holds
+OUT at a time: a second is refused. SIGTERM/SIGINT are passed on to the running run,
+which checkpoints, and the sweep exits with status 75; a sweep killed outright takes its
+running run down with it (SIGTERM, Linux), so no orphan keeps writing. Every run's config is built and validated before the
 first one starts: a bad sweep file, flag or run exits with status 2 and one line.
 """
 import importlib.util
@@ -33,7 +37,8 @@ import time
 
 from absl import app, flags
 
-from launch.cli import parse_flags, refuse
+from fedpriv.workdir import PREEMPTED_EXIT
+from launch.cli import claim_folder, parse_flags, refuse, run_child
 
 FLAGS = flags.FLAGS
 
@@ -50,6 +55,7 @@ def define_flags():
   flags.DEFINE_bool("quiet", False, "Do not echo the runs' output.")
 
 RESULT_FILES = ("summary.json", "attack.json", "membership.json")
+
 
 
 def load_sweep(path: str) -> dict:
@@ -122,8 +128,9 @@ def _coerce(old, value):
   return type(old)(value)
 
 
-def check_run(sweep: dict, name: str, overrides: dict) -> None:
-  """Builds the run's config as its launcher would and validates it (no data loaded).
+def check_run(sweep: dict, name: str, overrides: dict) -> dict:
+  """Builds the run's config as its launcher would and validates it (no data loaded);
+  returns it as a dict (as its summary.json will hold it).
 
   Raises:
     ValueError: with a one-line reason naming the run.
@@ -143,9 +150,8 @@ def check_run(sweep: dict, name: str, overrides: dict) -> None:
       parent[leaf] = _coerce(parent[leaf], value)
     if sweep.get("module", "launch.train") == "launch.attack":
       from fedpriv.attacks.config import AttackConfig
-      AttackConfig.from_dict(cfg.to_dict())
-    else:
-      Config.from_dict(cfg.to_dict())
+      return AttackConfig.from_dict(cfg.to_dict()).to_dict()
+    return Config.from_dict(cfg.to_dict()).to_dict()
   except (ConfigError, ValueError, KeyError, TypeError, AttributeError) as e:
     raise ValueError(f"run {name!r}: {str(e).strip(chr(34)).splitlines()[0]}") from None
 
@@ -157,7 +163,15 @@ def command(sweep: dict, name: str, overrides: dict, out: pathlib.Path) -> list[
           [f"--config.{k}={v}" for k, v in overrides.items()])
 
 
-def finished(workdir: pathlib.Path) -> bool:
+def finished(workdir: pathlib.Path, wanted: dict | None = None) -> bool:
+  """The run's result is there. A training run whose summary holds another config (more
+  rounds: `--set=rounds=...`) is not finished: rerun, it continues in place (or its
+  launcher refuses a config that cannot continue it)."""
+  summary = workdir / "summary.json"
+  if wanted is not None and summary.exists():
+    done = json.loads(summary.read_text()).get("config")
+    if done is not None and done != json.loads(json.dumps(wanted)):
+      return False
   return any((workdir / f).exists() for f in RESULT_FILES)
 
 
@@ -181,15 +195,13 @@ def _run(cmd: list[str], workdir: pathlib.Path, echo: bool) -> int:
   workdir.mkdir(parents=True, exist_ok=True)
   env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH",
                                                                               ""))
-  with open(workdir / "log.txt", "w") as log:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=env)
-    for line in proc.stdout:
-      log.write(line)
-      log.flush()
-      if echo:
-        print("    " + line.rstrip(), flush=True)
-    return proc.wait()
+  return run_child(cmd, workdir / "log.txt", echo, env)
+
+
+def _write_record(out: pathlib.Path, record: list) -> None:
+  tmp = out / "sweep.json.tmp"
+  tmp.write_text(json.dumps(record, indent=1) + "\n")
+  os.replace(tmp, out / "sweep.json")
 
 
 def main(argv):
@@ -212,11 +224,14 @@ def main(argv):
     if unknown:
       raise ValueError(f"--only: unknown runs {unknown}; known: {sorted(runs)}")
     names = [n for n in runs if not FLAGS.only or n in FLAGS.only]
+    configs = {}
     for name in names:  # refuse a bad run before any run starts
-      check_run(sweep, name, runs[name])
+      configs[name] = check_run(sweep, name, runs[name])
   except (ValueError, SyntaxError, ImportError) as e:
     refuse(str(e).splitlines()[0])
   out = pathlib.Path(FLAGS.out)
+  if not FLAGS.dry_run:
+    claim_folder(out)  # one sweep per output folder
   record, failed = [], []
   t_sweep = time.perf_counter()
   for i, name in enumerate(names, 1):
@@ -228,7 +243,7 @@ def main(argv):
     if FLAGS.dry_run:
       print(shown)
       continue
-    if finished(workdir):
+    if finished(workdir, configs[name]):
       print(f"[{i}/{len(names)}] {name}: done before, skipped  {headline(workdir)}",
             flush=True)
       record.append({**entry, "status": "skipped"})
@@ -237,17 +252,21 @@ def main(argv):
     t0 = time.perf_counter()
     rc = _run(cmd, workdir, echo=not FLAGS.quiet)
     seconds = time.perf_counter() - t0
-    status = "ok" if rc == 0 else f"exit {rc}"
+    status = {0: "ok", PREEMPTED_EXIT: "preempted"}.get(rc, f"exit {rc}")
     print(f"[{i}/{len(names)}] {name}: {status} after {seconds:.0f}s  "
           f"{headline(workdir) if rc == 0 else 'see ' + str(workdir / 'log.txt')}",
           flush=True)
     record.append({**entry, "status": status, "seconds": seconds})
+    _write_record(out, record)  # after every run: a killed sweep still has its record
+    if rc == PREEMPTED_EXIT:
+      print(f"sweep: stopped by a signal during {name} (checkpointed); rerun the same "
+            "command to continue", flush=True)
+      sys.exit(PREEMPTED_EXIT)
     if rc:
       failed.append(name)
   if FLAGS.dry_run:
     return
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "sweep.json").write_text(json.dumps(record, indent=1) + "\n")
+  _write_record(out, record)
   print(f"sweep: {len(names)} runs, {len(failed)} failed, "
         f"{time.perf_counter() - t_sweep:.0f}s; report: python -m launch.report "
         f"--workdirs={out}/* --out={out}/report")

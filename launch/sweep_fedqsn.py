@@ -8,18 +8,21 @@ the extraction attacks on each, and writes the tables and the plot.
 
 Each run is `python -m launch.extract --config=launch/configs/DATASET.py:fedqsn` with the
 overrides below, in `OUT/DATASET/NAME`; a run whose summary.json already holds attack
-results is skipped, so an interrupted sweep resumes. All runs share one pretrained model
+results is skipped and an unfinished one resumes from its checkpoint, so an interrupted
+sweep resumes (a second sweep on the same `--out` is refused). All runs share one pretrained model
 per dataset (`OUT/pretrain_cache`). `--report` prints one markdown table per dataset
 (also written to `OUT/DATASET.md`) and draws the plot.
 """
 import json
 import os
 import pathlib
-import subprocess
 import sys
 import time
 
 from absl import app, flags
+
+from fedpriv.workdir import PREEMPTED_EXIT
+from launch.cli import claim_folder, run_child
 
 _DATASET = flags.DEFINE_enum("dataset", None, ["fashion_mnist", "shakespeare"],
                              "Which sweep to run.")
@@ -75,10 +78,12 @@ def sweep(dataset: str, out: pathlib.Path) -> None:
     cmd = command(dataset, name, out)
     print(f"{dataset}/{name}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.perf_counter()
-    with open(workdir / "log.txt", "w") as log:
-      rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT,
-                           env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    rc = run_child(cmd, workdir / "log.txt", echo=False,
+                   env=dict(os.environ, PYTHONPATH=os.getcwd()))
     print(f"  exit {rc} after {time.perf_counter() - t0:.0f}s", flush=True)
+    if rc == PREEMPTED_EXIT:
+      print("sweep stopped by a signal (the run checkpointed); rerun the same command")
+      sys.exit(PREEMPTED_EXIT)
     if rc:
       sys.exit(f"{dataset}/{name} failed; see {workdir / 'log.txt'}")
 
@@ -194,6 +199,7 @@ def main(argv):
   elif _DATASET.value is None:
     sys.exit("--dataset is required (or --report)")
   else:
+    claim_folder(out)  # one sweep per output folder
     sweep(_DATASET.value, out)
 
 

@@ -8,12 +8,17 @@ start the same command in each with `--coordinator_address=HOST0:PORT
 --num_processes=N --process_id=i --config.num_devices=<all devices>`; the cohort is
 split over every process's devices and the weighted sum is reduced across processes.
 
-A bad option is refused before any work starts: one line on stderr, exit status 2.
+A bad option is refused before any work starts: one line on stderr, exit status 2;
+so is a workdir that another live process is writing. SIGTERM or SIGINT (preemption,
+Ctrl-C) finish the current round, save a checkpoint and exit with status 75: the same
+command continues the run. Changing only `rounds`, `eval_every` or `checkpoint_every`
+continues a run in its workdir.
 """
 from absl import app, flags
 from ml_collections import config_flags
 
-from launch.cli import check_common, parse_flags, refuse
+from launch.cli import (check_common, claim_existing_workdir, parse_flags, refuse,
+                        run_experiment)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file "
                                           "(launch/configs/*.py[:preset]).")
@@ -43,13 +48,11 @@ def main(argv):
   from fedpriv import train  # pylint: disable=import-outside-toplevel
   try:
     cfg = Config.from_dict(_CONFIG.value.to_dict())
+    claim_existing_workdir(_WORKDIR.value)
     experiment = train.build(cfg)
   except ConfigError as e:
     refuse(str(e))
-  try:
-    train.run(experiment, _WORKDIR.value)
-  except train.WorkdirError as e:
-    refuse(str(e))
+  run_experiment(experiment, _WORKDIR.value)
 
 
 if __name__ == "__main__":

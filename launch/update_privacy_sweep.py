@@ -13,10 +13,12 @@ import json
 import os
 import pathlib
 import shlex
-import subprocess
 import sys
 
 from absl import app, flags
+
+from fedpriv.workdir import PREEMPTED_EXIT
+from launch.cli import claim_folder, run_child
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where each row's run goes.")
 _PRESET = flags.DEFINE_string("preset", "launch/configs/fashion_mnist.py:private",
@@ -99,7 +101,7 @@ def main(argv):
   if not _WORKDIR.value:
     sys.exit("--workdir is required")
   workdir = pathlib.Path(_WORKDIR.value)
-  workdir.mkdir(parents=True, exist_ok=True)
+  claim_folder(workdir)  # one sweep per folder; creates it
   all_rows = rows(_stack_privacy())
   names = _ROWS.value or list(all_rows)
   unknown = [n for n in names if n not in all_rows]
@@ -111,11 +113,12 @@ def main(argv):
     if (workdir / name / "summary.json").exists():
       continue
     print("running", name, flush=True)
-    with open(workdir / f"{name}.log", "w") as log:
-      r = subprocess.run(commands[name], env=env, stdout=log, stderr=subprocess.STDOUT,
-                         check=False)
-    if r.returncode:
-      print(f"{name} failed ({r.returncode}); see {workdir / (name + '.log')}", flush=True)
+    rc = run_child(commands[name], workdir / f"{name}.log", echo=False, env=env)
+    if rc == PREEMPTED_EXIT:
+      print(f"{name} stopped by a signal (checkpointed); rerun the same command", flush=True)
+      sys.exit(PREEMPTED_EXIT)
+    if rc:
+      print(f"{name} failed ({rc}); see {workdir / (name + '.log')}", flush=True)
   text = table(workdir, names, commands)
   (workdir / "table.md").write_text(text + "\n")
   print(text)

@@ -1,7 +1,8 @@
 """Run by test_sharding.py in its own process (fake CPU devices must be set before JAX
 starts): three FedAvg rounds on 1 device and sharded over 2 and 4 devices, plain and
 with the update-privacy uplink (quantized + central noise; and secure aggregation with
-distributed noise, whose host step runs between sampling and the sharded round)."""
+distributed noise, whose host step runs between sampling and the sharded round), and
+SCAFFOLD, whose per-client control variates are gathered and scattered in the round)."""
 import os
 import sys
 
@@ -15,6 +16,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from conftest import tiny_population, tiny_task  # noqa: E402
+from fedpriv import algorithms  # noqa: E402
 from fedpriv import keys as keylib  # noqa: E402
 from fedpriv.cohort import client_mesh  # noqa: E402
 from fedpriv.config import Config, PrivacyConfig  # noqa: E402
@@ -30,10 +32,13 @@ PRIVATE = {
 }
 
 
-def run(mesh, privacy=None, cohort=6, chunk=1):
+RULES = {"scaffold": algorithms.Scaffold(8, 0.1)}
+
+
+def run(mesh, privacy=None, cohort=6, chunk=1, rule=None):
   pop = jax.tree.map(jnp.asarray, tiny_population([9, 5, 7, 8, 6, 4, 10, 3], seed=3))
   task = tiny_task()
-  kw = {}
+  kw = {} if rule is None else {"rule": rule}
   if privacy is not None:
     cfg = Config(num_clients=8, clients_per_round=cohort, rounds=3, privacy=privacy)
     kw["uplink"], _ = setup.build(cfg, task, 8)
@@ -51,16 +56,18 @@ def run(mesh, privacy=None, cohort=6, chunk=1):
     if prepare is not None:
       cohort_, server_ctx, _ = prepare(cohort_, rnd)
     state, m = apply(state, pop, cohort_, base, server_ctx)
-  return state.params, float(m["train_loss"])
+  return (state.params, state.extra), float(m["train_loss"])
 
 
 def main():
   assert jax.device_count() == 4, jax.devices()
-  for name, privacy in PRIVATE.items():
-    ref_params, ref_loss = run(None, privacy)
+  runs = [(name, privacy, None) for name, privacy in PRIVATE.items()]
+  runs += [(name, None, rule) for name, rule in RULES.items()]
+  for name, privacy, rule in runs:
+    ref_params, ref_loss = run(None, privacy, rule=rule)
     worst = 0.0
     for n in (1, 2, 4):
-      params, loss = run(client_mesh(n), privacy)
+      params, loss = run(client_mesh(n), privacy, rule=rule)
       diff = max(float(jnp.abs(a - b).max()) for a, b in
                  zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)))
       worst = max(worst, diff)

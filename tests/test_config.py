@@ -1,7 +1,12 @@
 """Every option is range-checked when the config is built."""
+import os
+import subprocess
+import sys
+
 import pytest
 
-from fedpriv.config import Config, ConfigError, FedQSNConfig
+from conftest import ROOT
+from fedpriv.config import Config, ConfigError, FedQSNConfig, PrivacyConfig
 
 
 @pytest.mark.parametrize("option,value,match", [
@@ -130,3 +135,40 @@ def test_ring_too_small_for_the_cohort_is_refused():
   sized = make_mechanism(PrivacyConfig(enabled=True, secagg=True, bits=8), num_clients=100,
                          cohort=10, rounds=1, size=100)
   assert 10 * 255 < 2 ** sized.ring_bits
+
+
+@pytest.mark.parametrize("values,match", [
+    ({"algorithm": "fedsgd"}, "config.algorithm: must be one of"),
+    ({"prox_mu": -0.1}, "config.prox_mu: must be >= 0"),
+    ({"prox_mu": 0.1}, "config.prox_mu: is FedProx's proximal weight"),
+    ({"algorithm": "scaffold", "client_optimizer": "adam"},
+     "config.client_optimizer: 'scaffold' .* plain SGD"),
+    ({"algorithm": "scaffold", "privacy": PrivacyConfig(enabled=True)},
+     "config.algorithm: 'scaffold' uploads a control-variate delta"),
+    ({"algorithm": "scaffold", "fedqsn": FedQSNConfig(enabled=True)},
+     "config.algorithm: 'scaffold' needs clients to train the global model"),
+    ({"max_client_state_mb": 0.0}, "config.max_client_state_mb: must be > 0"),
+    ({"server_optimizer": "lamb"}, "config.server_optimizer: must be one of"),
+])
+def test_bad_algorithm_choices_are_refused(values, match):
+  with pytest.raises(ConfigError, match=match):
+    Config(**values)
+
+
+def test_algorithms_that_compose_with_the_privacy_tiers_are_accepted():
+  Config(algorithm="fedprox", prox_mu=0.1, privacy=PrivacyConfig(enabled=True),
+         fedqsn=FedQSNConfig(enabled=True))
+  Config(algorithm="fedprox", prox_mu=0.0)  # mu=0: FedAvg
+  for server in ("adam", "adagrad", "yogi"):
+    Config(algorithm="scaffold", server_optimizer=server)
+
+
+def test_scaffold_with_update_privacy_exits_2_with_one_line(tmp_path):
+  r = subprocess.run([sys.executable, "-m", "launch.train",
+                      "--config=launch/configs/fashion_mnist.py:private",
+                      f"--workdir={tmp_path}/w", "--config.algorithm=scaffold"],
+                     cwd=ROOT, capture_output=True, text=True, timeout=600,
+                     env={**os.environ, "PYTHONPATH": ROOT})
+  err = [l for l in r.stderr.splitlines() if l.strip()]
+  assert r.returncode == 2 and len(err) == 1 and "scaffold" in err[0], r.stderr
+  assert not (tmp_path / "w").exists()

@@ -24,7 +24,9 @@ PRIVATE = ["--config.clients_per_round=4", "--config.privacy.enabled=True",
            "--config.privacy.mask_ratio=0.5", "--config.privacy.secagg=True",
            "--config.privacy.noise=distributed", "--config.privacy.noise_multiplier=1.0",
            "--config.privacy.dropout=0.25"]
-VARIANTS = {"plain": ["--config.dropout=0.5"], "secagg": PRIVATE}
+# SCAFFOLD's control variates (server and every client's) are in the checkpoint.
+VARIANTS = {"plain": ["--config.dropout=0.5"], "secagg": PRIVATE,
+            "scaffold": ["--config.algorithm=scaffold", "--config.dropout=0.5"]}
 
 
 def _cmd(workdir, variant="plain"):

@@ -12,5 +12,5 @@ def test_sharded_rounds_equal_single_device_rounds():
                      env=env, capture_output=True, text=True, timeout=600)
   assert r.returncode == 0, r.stdout + r.stderr[-3000:]
   assert r.stdout.strip().endswith("OK")
-  for name in ("plain", "quantized_central", "secagg_distributed"):
+  for name in ("plain", "quantized_central", "secagg_distributed", "scaffold"):
     assert f"{name} devices=4" in r.stdout

@@ -2,8 +2,10 @@
 import glob
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -120,3 +122,81 @@ def test_bad_sweeps_exit_2_with_one_line(tmp_path, body, needle):
   err = [l for l in r.stderr.splitlines() if l.strip()]
   assert len(err) == 1 and needle in err[0], r.stderr
   assert not (tmp_path / "out").exists()
+
+
+def _sweep_of_tiny_runs(tmp_path, rounds):
+  """A sweep of one run whose launcher is the tiny experiment (tests/tiny_run_main.py)."""
+  return write_sweep(tmp_path / "tiny.py", {
+      "module": "tiny_run_main", "config": "launch/configs/fashion_mnist.py",
+      "overrides": {"rounds": rounds, "checkpoint_every": 1000}, "runs": {"a": {}}})
+
+
+def _start_sweep(file, out):
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+  return subprocess.Popen([sys.executable, "-m", "launch.sweep", f"--sweep={file}",
+                           f"--out={out}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def _wait_for_rounds(proc):
+  for line in proc.stdout:
+    if line.strip().startswith("round"):
+      return
+  raise AssertionError("the run never started")
+
+
+def test_a_second_sweep_on_the_same_output_is_refused(tmp_path):
+  out = tmp_path / "runs"
+  holder = subprocess.Popen([sys.executable, os.path.join(ROOT, "tests", "tiny_run_main.py"),
+                             str(out), "--hold"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "holding"
+    r = run_module("launch.sweep", f"--sweep={_sweep_of_tiny_runs(tmp_path, 2)}",
+                   f"--out={out}")
+    assert r.returncode == 2 and f"pid {holder.pid}" in r.stderr, r.stderr
+    assert not (out / "a").exists()
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+def test_a_preempted_sweep_checkpoints_its_run_and_resumes_it(tmp_path):
+  out = tmp_path / "runs"
+  file = _sweep_of_tiny_runs(tmp_path, 10**6)  # far more rounds than the test waits for
+  proc = _start_sweep(file, out)
+  _wait_for_rounds(proc)
+  proc.send_signal(signal.SIGTERM)  # a scheduler preempts the sweep
+  tail = proc.communicate(timeout=600)[0]
+  assert proc.returncode == 75, tail[-2000:]
+  assert json.loads((out / "sweep.json").read_text())[0]["status"] == "preempted"
+  log = (out / "a" / "log.txt").read_text()
+  done = int(log.split("SIGTERM: stopped after round ")[1].split()[0])
+  # Rerun (for a few more rounds than were done): the run resumes in place.
+  file = _sweep_of_tiny_runs(tmp_path, done + 2)
+  r = run_module("launch.sweep", f"--sweep={file}", f"--out={out}")
+  assert r.returncode == 0, r.stdout[-2000:]
+  log = (out / "a" / "log.txt").read_text()
+  assert "SIGTERM: stopped" in log and f"after round {done}" in log  # the log was kept
+  rounds = [json.loads(l)["round"] for l in (out / "a" / "metrics.jsonl").read_text()
+            .splitlines()]
+  assert rounds == list(range(1, done + 3))
+
+
+def test_a_killed_sweep_leaves_no_run_behind(tmp_path):
+  out = tmp_path / "runs"
+  proc = _start_sweep(_sweep_of_tiny_runs(tmp_path, 10**6), out)
+  _wait_for_rounds(proc)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  from fedpriv import workdir  # pylint: disable=import-outside-toplevel
+  deadline = time.time() + 300
+  while True:  # the run got SIGTERM when the sweep died: it checkpoints and lets go
+    try:
+      release = workdir.claim(out / "a")
+      break
+    except workdir.WorkdirError:
+      assert time.time() < deadline, "the run outlived its sweep"
+      time.sleep(0.5)
+  release()
+  # Its output went to the dead sweep, but its checkpoint (every 1000 rounds) is there.
+  assert os.listdir(out / "a" / "checkpoints")

@@ -1,6 +1,6 @@
 """Privacy attacks: what an adversary learns from fedpriv's updates and models.
 
-  image_metrics.py         PSNR, gaussian-window SSIM, best matching of reconstructions
+  image_metrics.py         PSNR, SSIM (dm-pix), best matching of reconstructions
   labels.py                labels from the last layer of an update (iDLG, negative entries)
   inversion.py             gradient inversion (Inverting Gradients: cosine + TV, optax)
   defenses.py              defense specs -> the real privacy mechanism (fedpriv.privacy)

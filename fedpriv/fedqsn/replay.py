@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from fedpriv import keys as keylib
-from fedpriv.fedavg import ClientModel, FedAvg, freeze_invisible
+from fedpriv.fedavg import ClientModel, FedAvg
 from fedpriv.local import local_train
 from fedpriv.schedule import client_batches
 
@@ -35,11 +34,8 @@ def replay_client(algo: FedAvg, params, population, client_id, client_key):
   batches = client_batches(keylib.stage_key(client_key, keylib.SHUFFLE), mask,
                            algo.local_epochs, algo.batch_size)
   received = received_model(algo, params, client_key)
-  optimizer = algo.client_optimizer
-  if received.visible is not None:
-    optimizer = optax.chain(optimizer, freeze_invisible(received.visible))
-  trained, _ = local_train(algo.task, optimizer, received.params, x, y, *batches,
-                           unroll=algo.unroll)
+  trained, _ = local_train(algo.task, algo.local_optimizer(received), received.params, x, y,
+                           *batches, unroll=algo.unroll)
   return received, trained
 
 

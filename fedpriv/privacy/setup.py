@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from fedpriv import keys as keylib
-from fedpriv.config import Config
+from fedpriv.config import Config, ConfigError
 from fedpriv.privacy import accounting, ledger
 from fedpriv.privacy.mechanism import Mechanism, make_mechanism
 from fedpriv.privacy.uplink import PrivateUplink, flat_size_and_unravel
@@ -38,9 +38,24 @@ class PrivacyReport:
     out = {}
     if evaluated:
       out["epsilon"] = accounting.epsilon(self.mechanism, rnd)
+      # The ledger so far: exact bits sent by all clients, up and down.
+      out["uplink_bits_total"] = self.totals.uplink
+      out["downlink_bits_total"] = self.totals.downlink
       if self.secagg_seconds:
         out["secagg_seconds"] = self.secagg_seconds[-1]
     return out
+
+  def on_continue(self, exp, changes, after_round):
+    """A run continued for more rounds is accounted for its new total by `on_round` and
+    `on_end` (they compose the rounds the state has run); noise calibrated to the old
+    total cannot be continued, since the rounds left would need other noise."""
+    del exp, after_round
+    target = self.mechanism.config.target_epsilon
+    if "rounds" in changes and target:
+      raise ConfigError("rounds", f"the run's noise was calibrated by privacy.target_epsilon="
+                        f"{target:g} for {changes['rounds'][0]} rounds; continuing it for "
+                        "another number of rounds would change the noise mid-run: use a new "
+                        "workdir (or a fixed privacy.noise_multiplier)")
 
   def on_end(self, exp, state):
     del exp
