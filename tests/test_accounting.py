@@ -147,7 +147,7 @@ def test_clients_colluding_with_the_server_remove_their_noise_shares():
   n, s = mech.survivors, mech.client_sigma
   assert mech.with_colluders(0) is mech
   previous = accounting.epsilon(mech, T)
-  for c in (1, 10, 25, 40):
+  for c in (1, 25):
     weaker = mech.with_colluders(c)
     assert weaker.client_sigma * math.sqrt(n) == pytest.approx(s * math.sqrt(n - c))
     direct = 1.0 / accounting.ddg_epsilon(2 * mech.level_bound,
