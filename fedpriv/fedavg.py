@@ -307,12 +307,16 @@ class FedAvg:
     received, trained, (loss_sum, correct, count) = self.train_client(
         params, population, cid, ckey, batches, rule_state)
     mine = self.rule.client_inputs(rule_state, cid)
-    # A client whose model diverged (NaN/Inf) knows it and does not take part: its
-    # update would poison the sum, and with secure aggregation nobody could remove it.
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(t)) for t in jax.tree.leaves(trained)]))
+    # A client whose update is not finite (its model diverged, or finite weights whose
+    # difference overflows) sends a zero update of weight 0 instead: it stays in the
+    # round, so with secure aggregation its masks still cancel, and an uplink that counts
+    # clients rather than examples (update privacy) keeps it in the count, which must
+    # not depend on the client's data. Example-weighted uplinks leave it out.
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(t - s)) for t, s in
+                                zip(jax.tree.leaves(trained), jax.tree.leaves(received.params))]))
+    trained = jax.tree.map(lambda t, s: jnp.where(finite, t, s), trained, received.params)
     dropped = valid & ~finite
-    valid = valid & finite
-    weight = jnp.where(valid, mask.sum().astype(jnp.float32), 0.0)
+    weight = jnp.where(valid & finite, mask.sum().astype(jnp.float32), 0.0)
     result = ClientResult(received.params, trained, received.visible, weight)
     # The privatizer's randomness (rounding, noise) is secret: from the state's noise
     # key, by the same counters as the public key, never from the seed.
@@ -324,15 +328,18 @@ class FedAvg:
     steps = jnp.sum(jnp.any(batches[1], axis=-1), dtype=jnp.int32)  # steps with data
     rule_summed, rule_kept = self.rule.client_outputs(rule_state, mine, received.params,
                                                       trained, steps)
-    message, rule_summed = jax.tree.map(lambda m: jnp.where(valid, m, jnp.zeros_like(m)),
-                                        (message, rule_summed))
-    vf = valid.astype(jnp.float32)
-    zero_if_dropped = lambda v: jnp.where(valid, v, 0.0)
+    # The message of a non-finite client (a zero update) still goes into the sum; its
+    # algorithm-rule outputs (e.g. control variates) and metrics do not.
+    message = jax.tree.map(lambda m: jnp.where(valid, m, jnp.zeros_like(m)), message)
+    rule_summed = jax.tree.map(lambda m: jnp.where(valid & finite, m, jnp.zeros_like(m)),
+                               rule_summed)
+    vf = (valid & finite).astype(jnp.float32)
+    zero_if_dropped = lambda v: jnp.where(valid & finite, v, 0.0)
     summed = {"message": message, "loss_sum": zero_if_dropped(loss_sum),
               "correct": zero_if_dropped(correct), "count": count * vf,
               "dropped_nonfinite": dropped.astype(jnp.int32), "rule": rule_summed}
     kept = {"train_loss": loss_sum / jnp.maximum(count, 1.0), "weight": weight,
-            "valid": valid, "rule": rule_kept}
+            "valid": valid & finite, "rule": rule_kept}
     return summed, kept
 
   def apply(self, state: ServerState, population: ClientData, cohort: Cohort,

@@ -7,8 +7,9 @@ to the coordinates the client held,
     update = (trained - received) * visible                 # masked units 0
 
 goes through the update-privacy chain exactly as a plain client's would
-(`privacy.uplink.PrivateUplink`: random mask, clip, quantize, noise, secure
-aggregation). Clipping bounds this update, so the privacy argument (sensitivity,
+(`privacy.uplink.PrivateUplink`: the mechanism's privatizer chain of random mask, clip,
+quantize, noise, secure aggregation). Clipping bounds this update, so the privacy
+argument (sensitivity,
 accountant) is the one of `docs/update_privacy.md`, unchanged.
 
 The server's sum is the sum over the clients that survived; `PrivateUplink.decode`
@@ -69,8 +70,15 @@ class PrivateProxyUplink:
   def prepare_round(self):
     return self.inner.prepare_round
 
+  @property
+  def mechanism(self):
+    return self.inner.mechanism
+
   def round_context(self, params, key):
     return self.inner.round_context(params, key)
+
+  def kept_coordinates(self, round_context):
+    return self.inner.kept_coordinates(round_context)
 
   def encode(self, result: ClientResult, key, context):
     return self.inner.encode(result, key, context)  # masks `delta` by `result.visible`

@@ -3,8 +3,8 @@
 `Mechanism` holds every number the privatizers, secure aggregation, the accountant and
 the communication ledger use (coordinates kept, quantizer step, the per-client L2
 bound, noise standard deviations, ring size), so none of them is ever typed twice:
-the uplink adds noise from `mechanism.client_sigma` / `mechanism.central_sigma`, and
-the accountant reads the same object (`fedpriv.privacy.accounting`).
+`privatizer()` builds the one privatizer chain the uplink runs from these numbers, and the
+accountant reads the same object (`fedpriv.privacy.accounting`).
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import dataclasses
 import math
 
 from fedpriv.config import ConfigError, PrivacyConfig, secagg_threshold_count
-from fedpriv.privacy import accounting
+from fedpriv.privacy import accounting, secagg
+from fedpriv.privacy import privatizers as pv
 from fedpriv.privacy.privatizers import (codes_center, kept_count, quantizer_step,
                                          rounding_norm_bound)
 from fedpriv.privacy.secagg import required_ring_bits
@@ -117,6 +118,20 @@ class Mechanism:
     `sum_sigma_levels`^2 in variance."""
     return self.sum_sigma_levels / math.sqrt(self.survivors)
 
+  def with_colluders(self, colluders: int) -> "Mechanism":
+    """The mechanism as `colluders` clients of the sum who share their noise with the
+    server see it: with distributed noise they subtract their own shares, leaving
+    (n - c) / n of the sum's variance, i.e. a noise multiplier z sqrt((n - c) / n) (the
+    shares themselves stay as drawn). Central noise is the server's own: colluding
+    clients remove none of it. Hand the result to the accountant."""
+    if self.config.noise != "distributed" or colluders <= 0:
+      return self
+    n = self.survivors
+    if colluders >= n:
+      raise ValueError(f"{colluders} colluders leave no honest share among {n}")
+    return dataclasses.replace(
+        self, noise_multiplier=self.noise_multiplier * math.sqrt((n - colluders) / n))
+
   # -- secure aggregation -----------------------------------------------------------
   @property
   def group(self) -> int:
@@ -139,6 +154,34 @@ class Mechanism:
   @property
   def ring_bits(self) -> int:
     return self.config.ring_bits or self.required_ring_bits
+
+  @property
+  def sum_ring_bits(self) -> int:
+    """The ring the sum of integer vectors lives in: secure aggregation's, else int32's."""
+    return self.ring_bits if self.config.secagg else 32
+
+  # -- the chain ------------------------------------------------------------------
+  def privatizer(self) -> pv.Stage:
+    """The chain of stages a client runs on its flat update (and the server inverts on
+    the sum), in the order whose privacy argument `privatizers`' docstring gives:
+    mask, clip, central noise, quantize, distributed noise, secure aggregation. Each
+    stage is present only when the config turns it on; every hyper-parameter comes from
+    this object."""
+    cfg = self.config
+    stages = []
+    if self.keep < self.size:
+      stages.append(pv.random_mask(cfg.mask_ratio, self.size))
+    stages.append(pv.clip_l2(cfg.clip))
+    if cfg.noise == "central":
+      stages.append(pv.central_gaussian_noise(self.central_sigma))
+    if self.quantized:
+      stages.append(pv.stochastic_quantize(cfg.bits, cfg.clip, self.level_bound,
+                                           self.sum_ring_bits))
+    if cfg.noise == "distributed":
+      stages.append(pv.discrete_gaussian_noise(self.client_sigma))
+    if cfg.secagg:
+      stages.append(secagg.secure_aggregation(self.ring_bits))
+    return pv.chain(*stages)
 
   @property
   def uplink_value_bits(self) -> int:
