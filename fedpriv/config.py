@@ -22,9 +22,11 @@ CONV_IMPLS = ("auto", "im2col", "xla")
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "adagrad", "yogi")
 ALGORITHMS = ("fedavg", "fedprox", "scaffold")
 FEDQSN_MODELS = ("cnn", "transformer", "minilm")
-FEDQSN_CLIENT_MASKS = ("bernoulli", "exact")
+FEDQSN_CLIENT_MASKS = ("bernoulli", "exact", "count_of_all")
 FEDQSN_AGGREGATIONS = ("average", "delta")
 FEDQSN_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
+CLIENT_SAMPLINGS = ("fixed", "poisson")
+OVERFLOW_TARGET = 1e-12  # automatic Poisson capacity: P(any round overflows) below this
 
 
 class ConfigError(ValueError):
@@ -47,7 +49,8 @@ class FedQSNConfig:
   Mechanism: `p1` (server mask ratio over hidden units, drawn once per run), `p2`
   (client mask ratio on top, drawn per client per round), `client_mask` ("bernoulli":
   each surviving unit dropped independently with probability p2; "exact":
-  floor(p2 * surviving units) dropped), `bits` (NF-b quantization of the large
+  floor(p2 * surviving units) dropped; "count_of_all", the official code's default:
+  floor(p2 * all units) of the survivors dropped, p1 + p2 < 1), `bits` (NF-b quantization of the large
   weights, 2..8; 32 = none), `block_size` (values per absmax block), `aggregation`
   ("delta": the server keeps full precision and applies the mean of
   trained-minus-received on the coordinates each client saw; "average": the paper's
@@ -89,6 +92,9 @@ class FedQSNConfig:
     check("fedqsn.block_size", self.block_size >= 1, f"must be >= 1, got {self.block_size}")
     check("fedqsn.client_mask", self.client_mask in FEDQSN_CLIENT_MASKS,
           f"must be one of {FEDQSN_CLIENT_MASKS}, got {self.client_mask!r}")
+    if self.client_mask == "count_of_all":
+      check("fedqsn.p2", self.p1 + self.p2 < 1.0, "must be < 1 - p1 with client_mask "
+            f"count_of_all (p1 + p2 of all units are hidden), got p1 {self.p1}, p2 {self.p2}")
     check("fedqsn.aggregation", self.aggregation in FEDQSN_AGGREGATIONS,
           f"must be one of {FEDQSN_AGGREGATIONS}, got {self.aggregation!r}")
     check("fedqsn.pretrain_epochs", self.pretrain_epochs >= 0,
@@ -117,7 +123,13 @@ class Config:
   `validation_fraction` of the sentences held out, `sentiment_labels` ("sign": positive
   vs negative; "5bin": five rating bins).
 
-  Federation: `clients_per_round`, `rounds`, `dropout` (the fraction of each round's
+  Federation: `clients_per_round`, `client_sampling` ("fixed": exactly
+  `clients_per_round` clients uniformly without replacement; "poisson": each client
+  independently with probability clients_per_round / num_clients, padded to
+  `client_capacity` slots with a validity mask, 0 = sized so that a draw exceeds it with
+  probability below 1e-12 over the run; a larger draw keeps a random `client_capacity`
+  of its clients, and the accountant adds that probability to delta), `rounds`,
+  `dropout` (the fraction of each round's
   sampled clients whose update never arrives; with secure aggregation use
   `privacy.dropout`, which drops clients after they have masked), `local_epochs`, `batch_size`,
   `learning_rate` and `client_optimizer` (+ `client_momentum`, `weight_decay`),
@@ -148,6 +160,8 @@ class Config:
   dirichlet_alpha: float = 0.5
   num_clients: int = 100
   clients_per_round: int = 10
+  client_sampling: str = "fixed"
+  client_capacity: int = 0
   rounds: int = 20
   dropout: float = 0.0
   local_epochs: int = 1
@@ -215,6 +229,23 @@ class Config:
     if self.num_clients:
       check("clients_per_round", self.clients_per_round <= self.num_clients,
             f"must be in [1, num_clients={self.num_clients}], got {self.clients_per_round}")
+    check("client_sampling", self.client_sampling in CLIENT_SAMPLINGS,
+          f"must be one of {CLIENT_SAMPLINGS}, got {self.client_sampling!r}")
+    check("client_capacity", self.client_capacity >= 0,
+          f"must be >= 0 (0 = sized automatically), got {self.client_capacity}")
+    if self.client_sampling == "poisson":
+      if self.client_capacity:
+        check("client_capacity", self.client_capacity >= self.clients_per_round,
+              f"must be >= clients_per_round={self.clients_per_round} (the expected "
+              f"draw), got {self.client_capacity}")
+      check("dropout", self.dropout == 0, "is not supported with poisson sampling")
+      check("privacy.dropout", self.privacy.dropout == 0,
+            "is not supported with poisson sampling")
+      check("client_sampling", not self.fedqsn.enabled,
+            "'poisson' is not supported with fedqsn (its hooks replay fixed-size cohorts)")
+    else:
+      check("client_capacity", self.client_capacity == 0,
+            "is for client_sampling='poisson' (fixed-size cohorts hold clients_per_round)")
     for name in ("rounds", "local_epochs", "batch_size", "eval_every", "eval_batch_size",
                  "chunk_size", "unroll"):
       check(name, getattr(self, name) >= 1, f"must be >= 1, got {getattr(self, name)}")
@@ -376,6 +407,11 @@ class PrivacyConfig:
   secrets, `secagg_neighbors` the neighbours per client (0 = all: Bonawitz et al.;
   an even number: SecAgg+'s sparse graph), `dropout` the fraction of the cohort that
   drops out after sharing keys, `ring_bits` 0 = the smallest ring that holds the sum).
+
+  `reproducible_noise`: derive the DP noise and randomized rounding from `seed` instead
+  of a per-run secret from the OS. Anyone holding the config can then regenerate the
+  noise, so the privacy guarantee is void: every epsilon in summary.json is marked
+  "simulation only". For debugging and bit-for-bit comparisons of two runs.
   """
   enabled: bool = False
   clip: float = 1.0
@@ -390,6 +426,7 @@ class PrivacyConfig:
   secagg_neighbors: int = 0
   dropout: float = 0.0
   ring_bits: int = 0
+  reproducible_noise: bool = False
 
   def __post_init__(self):
     _check_types(self)
@@ -456,3 +493,23 @@ class PrivacyConfig:
 def secagg_threshold_count(fraction: float, group: int) -> int:
   """The Shamir threshold t for a group of `group` share holders."""
   return max(2, min(group, math.ceil(fraction * group - 1e-9)))
+
+
+def cohort_capacity(cfg: Config, num_clients: int) -> int:
+  """Slots a round's cohort is padded to (before chunking): `clients_per_round` for
+  fixed-size sampling; for Poisson, `client_capacity`, or (0) the smallest count that
+  a draw from N + 1 clients (the larger add/remove neighbour) exceeds with probability
+  at most OVERFLOW_TARGET / rounds per round, capped at N."""
+  if cfg.client_sampling != "poisson":
+    return cfg.clients_per_round
+  if cfg.client_capacity:
+    check("client_capacity", cfg.client_capacity <= num_clients,
+          f"must be <= the {num_clients} clients, got {cfg.client_capacity}")
+    return cfg.client_capacity
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  q = cfg.clients_per_round / num_clients
+  cap = int(stats.binom.isf(OVERFLOW_TARGET / cfg.rounds, num_clients + 1, q))
+  while cap < num_clients and stats.binom.sf(cap, num_clients + 1, q) > (
+      OVERFLOW_TARGET / cfg.rounds):
+    cap += 1
+  return max(cfg.clients_per_round, min(cap, num_clients))

@@ -29,16 +29,27 @@ from fedpriv import keys as keylib
 from fedpriv.algorithms import Rule
 from fedpriv.cohort import padded_cohort_size, sharded_map_reduce
 from fedpriv.data.client_data import ClientData
-from fedpriv.local import local_train
+from fedpriv.local import local_train, with_factors
 from fedpriv.models.registry import Task
-from fedpriv.schedule import client_batches, sample_clients
+from fedpriv.schedule import client_batches, poisson_clients, sample_clients
 
 
 class ServerState(NamedTuple):
+  """The server's state between rounds (what a checkpoint holds).
+
+  Attributes:
+    params: the global model.
+    opt_state: the server optimizer's state.
+    round: rounds completed so far (int32 scalar).
+    noise_seed: `[2]` uint32, the data of the secret base key from which DP noise and
+      randomized rounding derive (`keys.secret_key`): secret, so never written anywhere
+      but the checkpoint (which keeps a resumed run bit-identical).
+  """
   params: Any
   opt_state: Any
-  round: jax.Array  # rounds completed so far (int32 scalar)
+  round: jax.Array
   extra: Any = ()   # the algorithm rule's state (SCAFFOLD's control variates)
+  noise_seed: Any = None
 
 
 class Cohort(NamedTuple):
@@ -68,17 +79,27 @@ class ClientModel(NamedTuple):
     visible: optional pytree of 0/1 arrays shaped like `params`: the coordinates the
       client holds. Local training never changes the others (they stay as received,
       e.g. zero for FedQSN-masked units). None means everything is visible.
+    factors: optional pytree broadcastable to `params`: the client's model computes
+      with `params * factors` (FedQSN: per output column 0 or the mask scale, which is
+      masking and scaling the unit's activation); local training differentiates
+      through the product, so `params` stay in the server's coordinates. None: 1.
   """
   params: Any
   visible: Any = None
+  factors: Any = None
+
+  def effective(self, params=None):
+    """The weights the client's model computes with (`params`: e.g. after training)."""
+    return with_factors(self.params if params is None else params, self.factors)
 
 
 class ClientResult(NamedTuple):
   """What the uplink encodes for one client.
 
   Attributes:
-    start: the params the client received (`ClientModel.params`).
-    trained: the params after local training.
+    start: the params the client received (`ClientModel.params`, in the server's
+      coordinates).
+    trained: the params after local training (same coordinates).
     visible: as in `ClientModel`.
     weight: the client's example count (0 for cohort padding).
   """
@@ -135,7 +156,7 @@ class FedAvg:
     task: model and loss.
     client_optimizer: optax transformation used for local steps.
     server_optimizer: optax transformation applied to the negated mean update.
-    clients_per_round: cohort size.
+    clients_per_round: cohort size (the expected size with Poisson sampling).
     local_epochs: passes over each client's data per round.
     batch_size: local minibatch size.
     chunk_size: clients vmapped together (memory grows with it, not with the cohort).
@@ -147,6 +168,11 @@ class FedAvg:
     downlink: what a client receives (default: the global model).
     uplink: what a client sends and how the server decodes the sum.
     rule: what the algorithm adds to the round (algorithms.py: FedProx, SCAFFOLD).
+    client_sampling: "fixed" (`clients_per_round` without replacement) or "poisson"
+      (each client with probability clients_per_round / N; a variable cohort padded to
+      `capacity` slots with a validity mask, so shapes stay static).
+    capacity: Poisson only: the most clients a round holds (larger draws keep a
+      random `capacity` of theirs).
   """
   task: Task
   client_optimizer: optax.GradientTransformation
@@ -161,29 +187,69 @@ class FedAvg:
   downlink: Any = dataclasses.field(default_factory=PlainDownlink)
   uplink: Any = dataclasses.field(default_factory=PlainUplink)
   rule: Rule = dataclasses.field(default_factory=Rule)
+  client_sampling: str = "fixed"
+  capacity: int = 0
+
+  def __post_init__(self):
+    if self.client_sampling not in ("fixed", "poisson"):
+      raise ValueError(f"client_sampling must be 'fixed' or 'poisson', got "
+                       f"{self.client_sampling!r}")
+    if self.poisson and (self.capacity < 1 or self.dropout):
+      raise ValueError("poisson sampling needs capacity >= 1 and no dropout")
+
+  @property
+  def poisson(self) -> bool:
+    return self.client_sampling == "poisson"
 
   @property
   def num_devices(self) -> int:
     return 1 if self.mesh is None else self.mesh.devices.size
 
   @property
-  def padded_cohort(self) -> int:
-    return padded_cohort_size(self.clients_per_round, self.chunk_size, self.num_devices)
+  def cohort_capacity(self) -> int:
+    """Real cohort slots before chunk padding."""
+    return self.capacity if self.poisson else self.clients_per_round
 
-  def init(self, params) -> ServerState:
+  @property
+  def padded_cohort(self) -> int:
+    return padded_cohort_size(self.cohort_capacity, self.chunk_size, self.num_devices)
+
+  def sampled_count(self, cohort: Cohort):
+    """How many leading entries of `cohort` were sampled (dropouts included)."""
+    if self.poisson:
+      return jnp.sum(cohort.valid, dtype=jnp.int32)
+    return self.clients_per_round
+
+  def init(self, params, noise_key: jax.Array | None = None) -> ServerState:
+    """The state before round 1.
+
+    Args:
+      params: the initial model.
+      noise_key: base key of the DP noise and randomized rounding; default a fresh
+        `keys.secret_key()` (from the OS). Pass `keys.simulation_noise_key(base)` only
+        for a reproducible simulation: noise derived from the seed is not private.
+    """
+    if noise_key is None:
+      noise_key = keylib.secret_key()
     return ServerState(params, self.server_optimizer.init(params), jnp.zeros((), jnp.int32),
-                       self.rule.init(params))
+                       self.rule.init(params), jax.random.key_data(noise_key))
 
   def sample_cohort(self, base_key: jax.Array, rnd, num_clients: int) -> Cohort:
     """The cohort of round `rnd` (1-based), drawn from `(base_key, rnd)` alone."""
     rkey = keylib.round_key(base_key, rnd)
-    ids = sample_clients(keylib.server_key(rkey, keylib.SAMPLE_CLIENTS), num_clients,
-                         self.clients_per_round)
+    skey = keylib.server_key(rkey, keylib.SAMPLE_CLIENTS)
+    if self.poisson:
+      ids, count = poisson_clients(skey, num_clients, self.clients_per_round / num_clients,
+                                   self.capacity)
+      return self.pad_cohort(ids, rkey, count=count)
+    ids = sample_clients(skey, num_clients, self.clients_per_round)
     return self.pad_cohort(ids, rkey)
 
-  def pad_cohort(self, ids: jax.Array, rkey: jax.Array, batches=None) -> Cohort:
+  def pad_cohort(self, ids: jax.Array, rkey: jax.Array, batches=None,
+                 count=None) -> Cohort:
+    """`ids` padded to `padded_cohort`; only the first `count` (default: all) are real."""
     pad = self.padded_cohort - ids.shape[0]
-    valid = jnp.arange(self.padded_cohort) < ids.shape[0]
+    valid = jnp.arange(self.padded_cohort) < (ids.shape[0] if count is None else count)
     gone = int(self.dropout * ids.shape[0])
     if gone:  # these sampled clients drop out: their updates never reach the server
       order = jax.random.permutation(keylib.server_key(rkey, keylib.DROPOUTS), ids.shape[0])
@@ -194,6 +260,10 @@ class FedAvg:
           lambda b: jnp.concatenate([b, jnp.zeros((pad,) + b.shape[1:], b.dtype)]), batches)
     ckeys = jax.vmap(lambda c: keylib.client_key(rkey, c))(ids)
     return Cohort(ids, valid, ckeys, batches)
+
+  def received_model(self, params, ckey) -> ClientModel:
+    """What the client with key `ckey` receives from the downlink."""
+    return self.downlink.client_model(params, keylib.stage_key(ckey, keylib.PROXY))
 
   def local_optimizer(self, received: ClientModel, rule_state=(), mine=()):
     """The optimizer of one client's local steps: the rule's transform (e.g. FedProx's
@@ -206,27 +276,51 @@ class FedAvg:
       optimizer = optax.chain(optimizer, freeze_invisible(received.visible))
     return optimizer
 
-  def client_update(self, shared, client):
-    """One client's round; vmapped over the cohort by `map_reduce`."""
-    params, population, round_context, rule_state = shared
-    cid, valid, ckey, batches, context = client
+  def train_client(self, params, population, cid, ckey, batches=None, rule_state=()):
+    """One client's work up to the upload: receive, train locally.
+
+    The round (`client_update`) and everything that rebuilds a round's clients outside
+    it (FedQSN's metrics and attacks, `fedqsn/replay.py`) call this one function.
+
+    Returns:
+      `(received ClientModel, trained params, (loss_sum, correct, count))`.
+    """
     x, y, mask = population.x[cid], population.y[cid], population.mask[cid]
     if batches is None:
       batches = client_batches(keylib.stage_key(ckey, keylib.SHUFFLE), mask,
                                self.local_epochs, self.batch_size)
-    received = self.downlink.client_model(params, keylib.stage_key(ckey, keylib.PROXY))
+    received = self.received_model(params, ckey)
     mine = self.rule.client_inputs(rule_state, cid)
     optimizer = self.local_optimizer(received, rule_state, mine)
-    trained, (loss_sum, correct, count) = local_train(
-        self.task, optimizer, received.params, x, y, *batches, unroll=self.unroll)
-    # A client whose model diverged (NaN/Inf) knows it and does not take part: its
-    # update would poison the sum, and with secure aggregation nobody could remove it.
-    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(t)) for t in jax.tree.leaves(trained)]))
+    trained, stats = local_train(self.task, optimizer, received.params, x, y, *batches,
+                                 unroll=self.unroll, factors=received.factors)
+    return received, trained, stats
+
+  def client_update(self, shared, client):
+    """One client's round; vmapped over the cohort by `map_reduce`."""
+    params, population, round_context, rule_state, noise_rkey = shared
+    cid, valid, ckey, batches, context = client
+    mask = population.mask[cid]
+    if batches is None:
+      batches = client_batches(keylib.stage_key(ckey, keylib.SHUFFLE), mask,
+                               self.local_epochs, self.batch_size)
+    received, trained, (loss_sum, correct, count) = self.train_client(
+        params, population, cid, ckey, batches, rule_state)
+    mine = self.rule.client_inputs(rule_state, cid)
+    # A client whose update is not finite (its model diverged, or finite weights whose
+    # difference overflows) sends a zero update of weight 0 instead: it stays in the
+    # round, so with secure aggregation its masks still cancel, and an uplink that counts
+    # clients rather than examples (update privacy) keeps it in the count, which must
+    # not depend on the client's data. Example-weighted uplinks leave it out.
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(t - s)) for t, s in
+                                zip(jax.tree.leaves(trained), jax.tree.leaves(received.params))]))
+    trained = jax.tree.map(lambda t, s: jnp.where(finite, t, s), trained, received.params)
     dropped = valid & ~finite
-    valid = valid & finite
-    weight = jnp.where(valid, mask.sum().astype(jnp.float32), 0.0)
+    weight = jnp.where(valid & finite, mask.sum().astype(jnp.float32), 0.0)
     result = ClientResult(received.params, trained, received.visible, weight)
-    pkey = keylib.stage_key(ckey, keylib.PRIVATIZE)
+    # The privatizer's randomness (rounding, noise) is secret: from the state's noise
+    # key, by the same counters as the public key, never from the seed.
+    pkey = keylib.stage_key(keylib.client_key(noise_rkey, cid), keylib.PRIVATIZE)
     if round_context is None:
       message = self.uplink.encode(result, pkey)
     else:  # uplinks with `round_context` also see the round's and their own context
@@ -234,15 +328,18 @@ class FedAvg:
     steps = jnp.sum(jnp.any(batches[1], axis=-1), dtype=jnp.int32)  # steps with data
     rule_summed, rule_kept = self.rule.client_outputs(rule_state, mine, received.params,
                                                       trained, steps)
-    message, rule_summed = jax.tree.map(lambda m: jnp.where(valid, m, jnp.zeros_like(m)),
-                                        (message, rule_summed))
-    vf = valid.astype(jnp.float32)
-    zero_if_dropped = lambda v: jnp.where(valid, v, 0.0)
+    # The message of a non-finite client (a zero update) still goes into the sum; its
+    # algorithm-rule outputs (e.g. control variates) and metrics do not.
+    message = jax.tree.map(lambda m: jnp.where(valid, m, jnp.zeros_like(m)), message)
+    rule_summed = jax.tree.map(lambda m: jnp.where(valid & finite, m, jnp.zeros_like(m)),
+                               rule_summed)
+    vf = (valid & finite).astype(jnp.float32)
+    zero_if_dropped = lambda v: jnp.where(valid & finite, v, 0.0)
     summed = {"message": message, "loss_sum": zero_if_dropped(loss_sum),
               "correct": zero_if_dropped(correct), "count": count * vf,
               "dropped_nonfinite": dropped.astype(jnp.int32), "rule": rule_summed}
     kept = {"train_loss": loss_sum / jnp.maximum(count, 1.0), "weight": weight,
-            "valid": valid, "rule": rule_kept}
+            "valid": valid & finite, "rule": rule_kept}
     return summed, kept
 
   def apply(self, state: ServerState, population: ClientData, cohort: Cohort,
@@ -263,11 +360,12 @@ class FedAvg:
         raise ValueError("this uplink needs the base key: apply(..., base_key=)")
       round_context = self.uplink.round_context(
           state.params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC))
+    noise_rkey = keylib.round_key(jax.random.wrap_key_data(state.noise_seed), rnd)
     total, per_client = sharded_map_reduce(
-        self.client_update, (state.params, population, round_context, state.extra),
-        tuple(cohort),
-        chunk_size=self.chunk_size, mesh=self.mesh)
-    skey = None if rkey is None else keylib.server_key(rkey, keylib.SERVER_NOISE)
+        self.client_update,
+        (state.params, population, round_context, state.extra, noise_rkey),
+        tuple(cohort), chunk_size=self.chunk_size, mesh=self.mesh)
+    skey = keylib.server_key(noise_rkey, keylib.SERVER_NOISE)
     if round_context is None:
       mean_update = self.uplink.decode(total["message"], state.params, skey)
     else:
@@ -284,13 +382,15 @@ class FedAvg:
         "train_accuracy": total["correct"] / count,
         "clients_dropped_nonfinite": total["dropped_nonfinite"],
         # Sampled clients that were not in the round (dropouts; padding is beyond them).
-        "clients_dropped_out": self.clients_per_round - jnp.sum(
-            cohort.valid[:self.clients_per_round], dtype=jnp.int32),
+        "clients_dropped_out": (jnp.zeros((), jnp.int32) if self.poisson else
+                                self.clients_per_round - jnp.sum(
+                                    cohort.valid[:self.clients_per_round], dtype=jnp.int32)),
+        "clients_sampled": jnp.asarray(self.sampled_count(cohort), jnp.int32),
         "client_train_loss": per_client["train_loss"],
         "client_weight": per_client["weight"],
         "client_ids": cohort.client_ids,
     }
-    return ServerState(params, opt_state, rnd, extra), metrics
+    return ServerState(params, opt_state, rnd, extra, state.noise_seed), metrics
 
   def run_round(self, state: ServerState, population: ClientData, base_key: jax.Array):
     """Samples the cohort of round `state.round + 1` and runs it."""

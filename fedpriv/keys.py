@@ -10,10 +10,26 @@ share randomness.
     stage_key(client_key, stage)        -> one stage of that client (shuffle, mask, ...)
     run_key(base, purpose)              -> draws made once per run, outside the rounds
                                            (FedQSN's server mask, server pretraining)
+
+One exception to "everything from the seed": the randomness a privacy guarantee rests
+on (DP noise and the randomized rounding before it) must be secret, or anyone holding
+the config regenerates a client's noise and subtracts it. Its base key is
+`secret_key()`, 64 bits from the OS per run, kept in the server state (and so in the
+checkpoint, which is what makes a resumed run bit-identical) and never written to
+metrics, summaries or logs; the same counters then give
+    noise_round  = round_key(secret, r)
+    client noise = stage_key(client_key(noise_round, c), PRIVATIZE)
+    server noise = server_key(noise_round, SERVER_NOISE).
+`simulation_noise_key(base)` derives it from the seed instead, for reproducible
+simulations only (`privacy.reproducible_noise`; every epsilon is then marked
+"simulation only"). Secure aggregation's keys come from the OS as well (`secagg.py`).
 """
 from __future__ import annotations
 
+import os
+
 import jax
+import numpy as np
 
 _ROUNDS, _INIT, _RUN = 0, 1, 2
 _CLIENTS, _SERVER = 0, 1
@@ -31,6 +47,7 @@ PROXY = 2
 SERVER_MASK = 0
 PRETRAIN = 1
 ATTACK = 2
+NOISE = 3  # only for `simulation_noise_key` (reproducible, not private)
 
 
 def base_key(seed: int) -> jax.Array:
@@ -59,3 +76,13 @@ def stage_key(ckey: jax.Array, stage: int) -> jax.Array:
 
 def run_key(base: jax.Array, purpose: int) -> jax.Array:
   return jax.random.fold_in(jax.random.fold_in(base, _RUN), purpose)
+
+
+def secret_key() -> jax.Array:
+  """A fresh key from 64 bits of OS randomness (never derived from the seed)."""
+  return jax.random.wrap_key_data(np.frombuffer(os.urandom(8), np.uint32).copy())
+
+
+def simulation_noise_key(base: jax.Array) -> jax.Array:
+  """The noise base key derived from the seed: reproducible, so NOT private."""
+  return run_key(base, NOISE)

@@ -13,6 +13,26 @@ def sample_clients(key: jax.Array, num_clients: int, cohort_size: int) -> jax.Ar
   return jnp.sort(ids).astype(jnp.int32)
 
 
+def poisson_clients(key: jax.Array, num_clients: int, rate: float, capacity: int):
+  """Poisson sampling: each client independently with probability `rate`, padded.
+
+  Each client draws u ~ U[0, 1) and is sampled when u < rate. The `capacity` smallest
+  draws are kept, so when more than `capacity` clients are sampled a uniformly random
+  `capacity` of them stay (the truncation the accountant charges to delta).
+
+  Returns:
+    `(ids [capacity] int32, count)`: the sampled ids sorted, then zeros; `count` (int32
+    scalar) how many of the leading entries are real.
+  """
+  if not 1 <= capacity <= num_clients:
+    raise ValueError(f"capacity must be in [1, {num_clients}], got {capacity}")
+  u = jax.random.uniform(key, (num_clients,))
+  neg, idx = jax.lax.top_k(-u, capacity)
+  chosen = -neg < rate
+  ids = jnp.sort(jnp.where(chosen, idx, num_clients))
+  return jnp.where(ids < num_clients, ids, 0).astype(jnp.int32), jnp.sum(chosen, dtype=jnp.int32)
+
+
 def steps_per_epoch(max_examples: int, batch_size: int) -> int:
   return -(-max_examples // batch_size)
 

@@ -25,11 +25,10 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from fedpriv import keys as keylib
 from fedpriv import algorithms, optimizers, plots
 from fedpriv.cohort import client_mesh
-from fedpriv.config import Config, ConfigError
+from fedpriv.config import Config, ConfigError, cohort_capacity
 from fedpriv.data import FederatedDataset, load_dataset
 from fedpriv.evaluate import batch_eval_data, evaluate
-from fedpriv.fedavg import FedAvg
-from fedpriv.fedqsn.setup import attach_fedqsn
+from fedpriv.fedavg import FedAvg, PlainDownlink, PlainUplink
 from fedpriv.models.registry import Task, make_task
 from fedpriv.schedule import steps_per_epoch
 from fedpriv.workdir import (PREEMPTED_EXIT, Preempted, StopRequests, Workdir,  # noqa: F401
@@ -90,15 +89,25 @@ def build(cfg: Config) -> Experiment:
   task = make_task(cfg.model, data.task, data.num_classes, example_shape,
                    conv_impl=cfg.resolved_conv_impl, vocab=data.vocab)
   local_steps = cfg.local_epochs * steps_per_epoch(data.train.max_examples, cfg.batch_size)
-  seams, hooks = {}, []
+  # Data-flow order: what clients receive first; the uplink, the privacy ledger and the
+  # hooks are built from it.
+  downlink, fedqsn_hooks = PlainDownlink(), []
+  if cfg.fedqsn.enabled:  # model privacy: fedpriv/fedqsn (proxies down)
+    from fedpriv.fedqsn import setup as fedqsn  # pylint: disable=import-outside-toplevel
+    downlink = fedqsn.build_downlink(cfg, task)
+  uplink, report = PlainUplink(), None
   if cfg.privacy.enabled:  # update privacy: fedpriv/privacy
     from fedpriv.privacy import setup as privacy  # pylint: disable=import-outside-toplevel
-    seams["uplink"], report = privacy.build(cfg, task, data.train.num_clients)
-    hooks.append(report)
+    uplink, report = privacy.build(cfg, task, data.train.num_clients,
+                                   downlink_bits_per_param=downlink.bits_per_param)
+  if cfg.fedqsn.enabled:
+    uplink, fedqsn_hooks = fedqsn.build(cfg, data, downlink,
+                                        private=uplink if cfg.privacy.enabled else None)
   shapes = jax.eval_shape(task.init, keylib.init_key(keylib.base_key(cfg.seed)))
   rule = algorithms.from_config(cfg, data.train.num_clients, shapes)
+  state_hooks = []
   if rule.state_bytes(shapes):
-    hooks.append(algorithms.StateReport(rule.state_bytes(shapes)))
+    state_hooks.append(algorithms.StateReport(rule.state_bytes(shapes)))
   algorithm = FedAvg(
       task=task,
       client_optimizer=optimizers.client_optimizer(cfg, local_steps),
@@ -106,17 +115,20 @@ def build(cfg: Config) -> Experiment:
       clients_per_round=cfg.clients_per_round,
       local_epochs=cfg.local_epochs,
       batch_size=cfg.batch_size,
-      chunk_size=min(cfg.chunk_size, cfg.clients_per_round),
+      chunk_size=min(cfg.chunk_size, cohort_capacity(cfg, data.train.num_clients)),
       unroll=cfg.unroll,
       mesh=mesh,
       dropout=cfg.dropout,
       rule=rule,
-      **seams,
+      client_sampling=cfg.client_sampling,
+      capacity=cohort_capacity(cfg, data.train.num_clients),
+      downlink=downlink,
+      uplink=uplink,
   )
-  experiment = Experiment(cfg, data, task, algorithm, hooks)
-  if cfg.fedqsn.enabled:  # model privacy: fedpriv/fedqsn (proxies down)
-    experiment = attach_fedqsn(experiment)
-  return experiment
+  # The privacy report runs last, so summary.json's downlink_bits_per_param is the
+  # ledger's (the proxy plus secure aggregation's messages).
+  hooks = [*fedqsn_hooks, *state_hooks, *([report] if report is not None else [])]
+  return Experiment(cfg, data, task, algorithm, hooks)
 
 
 def num_params(params) -> int:
@@ -149,6 +161,24 @@ def _jsonable(metrics: dict) -> dict:
     v = np.asarray(v)
     out[k] = v.item() if v.ndim == 0 else v.tolist()
   return out
+
+
+def noise_key(cfg: Config, base: jax.Array) -> jax.Array:
+  """The base key of the run's DP noise and randomized rounding.
+
+  A fresh secret from the OS (`keys.secret_key`), the same on every process of a
+  multi-process run, unless `privacy.reproducible_noise` asks for one derived from the
+  seed (then every epsilon in summary.json is marked "simulation only"). Either way it
+  lives only in the server state and its checkpoints, never in a log or metrics file.
+  """
+  if cfg.privacy.reproducible_noise:
+    return keylib.simulation_noise_key(base)
+  key = keylib.secret_key()
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    data = multihost_utils.broadcast_one_to_all(np.asarray(jax.random.key_data(key)))
+    key = jax.random.wrap_key_data(np.asarray(data, np.uint32))
+  return key
 
 
 def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[str, Any]:
@@ -250,7 +280,7 @@ def _run(exp: Experiment, wd: Workdir | None, log) -> dict[str, Any]:
   n_params = num_params(params)
   population = _put(data.train, algo.mesh)
   test = _put(batch_eval_data(data.test, cfg.eval_batch_size), algo.mesh)
-  state = _put(algo.init(params), algo.mesh)
+  state = _put(algo.init(params, noise_key(cfg, base)), algo.mesh)
 
   round_times, last_eval, first, history = [], {}, 1, []
   restored = wd.restore_newest(state, check=_check_restored) if wd is not None else None

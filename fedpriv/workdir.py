@@ -130,7 +130,7 @@ class Workdir:
     self.events = EventLog(self.path) if write else None  # TensorBoard, from metrics.jsonl
     self._release = claim(self.path) if write else (lambda: None)
     try:
-      self._cfg = cfg_dict
+      self._cfg = cfg_dict = json.loads(json.dumps(cfg_dict))  # tuples as JSON has them
       self.changes = {}
       if self.config_path.exists():
         old = json.loads(self.config_path.read_text())

@@ -1,11 +1,13 @@
 """Audits a config's update-privacy mechanism: measured epsilon lower bound vs the accountant.
 
     python -m launch.audit --config=launch/configs/fashion_mnist.py:private \
-        [--trials=4000] [--dim=4096] [--out=audit.json] [--config.privacy.clip=...]
+        [--trials=0] [--dim=4096] [--out=audit.json] [--config.privacy.clip=...]
 
 Builds the experiment exactly as `launch.train` does (data, model, mechanism with its
 calibrated noise), then plays the canary game of `fedpriv.privacy.audit` against the
-real uplink: `trials` releases per world. With `--dim=N` the releases are of an N-
+real uplink: `trials` releases per world (0, the default: the fewest whose largest
+measurable bound exceeds the claim by 1; fewer than the claim needs is refused with "no
+power", since such an audit could never report a violation). With `--dim=N` the releases are of an N-
 parameter stand-in model instead of the config's model (the mechanism keeps the
 config's clip, bits, noise multiplier, cohort and secure aggregation, so the noise per
 release is the same; only the conditional-rounding bound, which grows with the number of
@@ -23,7 +25,8 @@ from ml_collections import config_flags
 from launch.cli import check_common, parse_flags, refuse
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
-_TRIALS = flags.DEFINE_integer("trials", 4000, "Releases per world (half pick the threshold).")
+_TRIALS = flags.DEFINE_integer("trials", 0, "Releases per world (half pick the threshold); "
+                               "0 = enough to measure above the claim.")
 _DIM = flags.DEFINE_integer("dim", 4096, "Parameters of the stand-in model; 0 = the "
                             "config's model.")
 _COHORT = flags.DEFINE_integer("cohort", 0, "Clients per release; 0 = the config's "
@@ -34,8 +37,9 @@ _OUT = flags.DEFINE_string("out", None, "Optional JSON file for the result.")
 
 def main(argv):
   check_common(argv, _CONFIG, "launch/configs/fashion_mnist.py:private")
-  if _TRIALS.value < 20 or _DIM.value < 0 or _COHORT.value < 0 or not 0 < _ALPHA.value < 1:
-    refuse("need --trials >= 20, --dim >= 0, --cohort >= 0 and 0 < --alpha < 1")
+  if (0 < _TRIALS.value < 20 or _TRIALS.value < 0 or _DIM.value < 0 or _COHORT.value < 0
+      or not 0 < _ALPHA.value < 1):
+    refuse("need --trials >= 20 (or 0), --dim >= 0, --cohort >= 0 and 0 < --alpha < 1")
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from fedpriv import keys as keylib  # pylint: disable=import-outside-toplevel
@@ -64,11 +68,18 @@ def main(argv):
     params = jnp.zeros((_DIM.value,), jnp.float32)
   else:
     params = exp.task.init(keylib.init_key(keylib.base_key(cfg.seed)))
+  claim = audit.claimed_epsilon(mech)
+  trials = _TRIALS.value or audit.trials_for_power(claim, _ALPHA.value, mech.config.delta)
+  top = audit.max_measurable_epsilon(trials, _ALPHA.value, mech.config.delta)
+  if not top > claim:
+    refuse(f"no power: {trials} releases per world can measure at most epsilon {top:.2f}, "
+           f"not above the claim {claim:.2f}; use --trials="
+           f"{audit.trials_for_power(claim, _ALPHA.value, mech.config.delta)} or more (or 0)")
   print(f"auditing {cfg.privacy.noise} noise, z={mech.noise_multiplier:.4f}, clip "
         f"{mech.config.clip}, bits {mech.config.bits}, secagg {mech.config.secagg}, "
-        f"{mech.size} parameters, {cohort} clients, {_TRIALS.value} releases per world",
-        flush=True)
-  result = audit.audit(uplink, params, cohort=cohort, trials=_TRIALS.value,
+        f"{mech.size} parameters, {cohort} clients, {trials} releases per world "
+        f"(largest measurable bound {top:.2f}, claim {claim:.2f})", flush=True)
+  result = audit.audit(uplink, params, cohort=cohort, trials=trials,
                        seed=cfg.seed, alpha=_ALPHA.value)
   out = result.as_dict()
   out.update(noise=cfg.privacy.noise, noise_multiplier=mech.noise_multiplier,

@@ -42,6 +42,7 @@ RUNS = {
     "qsn_50_20_b4_avg_up4": ("FedQSN", dict(p1=0.5, p2=0.2, bits=4, aggregation="average",
                                              upload_bits=4)),
     "qsn_80_20_b2": ("FedQSN", dict(p1=0.8, p2=0.2, bits=2)),
+    "qsn_50_20_b4_all": ("FedQSN", dict(p1=0.5, p2=0.2, bits=4, client_mask="count_of_all")),
     "quant_b4": ("quantization only", dict(p1=0.0, p2=0.0, bits=4)),
     "quant_b4_avg": ("quantization only", dict(p1=0.0, p2=0.0, bits=4, aggregation="average")),
     "mask_50_20": ("masking only", dict(p1=0.5, p2=0.2, bits=32)),
@@ -111,6 +112,20 @@ HEADER = ("| run | kind | p1 | p2 | bits | aggregation | global | vs FedAvg | "
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
+SELECTED_HEADER = (
+    "| run | global | server-masked | client before | client after | rounds selected "
+    "(global, masked, before, after) |\n|---|---|---|---|---|---|")
+
+
+def _selected_row(name: str, s: dict) -> str:
+  """Each model at its round of lowest validation loss (the paper's reporting)."""
+  sel = s["validation_selected"]
+  models = ("global", "server_masked", "client_before", "client_after")
+  cells = " | ".join(f"{100 * sel[m]['test_accuracy']:.1f}" for m in models)
+  rounds = ", ".join(str(sel[m]["round"]) for m in models)
+  return f"| {name} | {cells} | {rounds} |"
+
+
 def summaries(out: pathlib.Path, dataset: str) -> dict:
   """Finished runs, with or without the attacks (a run trained by launch.train)."""
   found = {}
@@ -145,6 +160,18 @@ def report(out: pathlib.Path, plot: str) -> None:
               f"{s0['fedqsn_eval_examples']} test examples (the columns from 'global (proxy "
               f"eval set)' to 'client after'); global and attackers on all "
               f"{n_test} test examples."]
+    selected = {n: s for n, s in runs.items() if "validation_selected" in s}
+    if selected:
+      s1 = next(iter(selected.values()))
+      lines += ["", "Selected by validation loss (the paper's reporting: each model at the "
+                "evaluated round where its validation loss was lowest, then its accuracy on "
+                f"the {s1['fedqsn_eval_examples']} proxy test examples; validation: "
+                f"{s1['validation_examples']} examples, {s1['validation_source']}):", "",
+                SELECTED_HEADER] + [_selected_row(n, s) for n, s in selected.items()]
+    missing = sorted(set(runs) - set(selected))
+    if selected and missing:
+      lines += ["", f"Not selected by validation (run before that report existed): "
+                f"{', '.join(missing)}."]
     text = "\n".join(lines)
     (out / f"{dataset}.md").write_text(text + "\n")
     print(text + "\n")

@@ -74,8 +74,17 @@ def _eps(value) -> str:
   return "-" if value is None else ("inf" if value == float("inf") else f"{value:.2f}")
 
 
+def _claim(summary: dict, name: str):
+  """The epsilon of one labelled claim of `summary["epsilons"]` (None if absent)."""
+  for c in summary.get("epsilons", ()):
+    if c["name"] == name:
+      return c["epsilon"]
+  return None
+
+
 def table(workdir: pathlib.Path, names, commands) -> str:
-  lines = ["| row | test accuracy | epsilon (RDP) | epsilon (PLD) | delta | uplink bits/param "
+  lines = ["| row | test accuracy | epsilon vs observers (RDP / PLD) | epsilon vs the server, "
+           "most participations (RDP / PLD) | delta | uplink bits/param "
            "| downlink bits/param | uplink vs float32 | seconds/round |",
            "|---|---|---|---|---|---|---|---|---|"]
   for name in names:
@@ -85,8 +94,10 @@ def table(workdir: pathlib.Path, names, commands) -> str:
       continue
     s = json.loads(path.read_text())
     up = s["uplink_bits_per_param"]
-    lines.append(f"| {name} | {100 * s['test_accuracy']:.2f}% | {_eps(s.get('epsilon'))} | "
-                 f"{_eps(s.get('epsilon_pld'))} | {s.get('delta', '-')} | {up:.3f} | "
+    lines.append(f"| {name} | {100 * s['test_accuracy']:.2f}% | "
+                 f"{_eps(_claim(s, 'observer_rdp'))} / {_eps(_claim(s, 'observer_pld'))} | "
+                 f"{_eps(_claim(s, 'server_max_rdp'))} / {_eps(_claim(s, 'server_max_pld'))} | "
+                 f"{s.get('delta', '-')} | {up:.3f} | "
                  f"{s['downlink_bits_per_param']:.3f} | {32.0 / up:.1f}x less | "
                  f"{s['seconds_per_round']:.2f} |")
   lines += ["", "Commands (from the repository root):", "", "```bash"]

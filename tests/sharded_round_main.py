@@ -45,7 +45,7 @@ def run(mesh, privacy=None, cohort=6, chunk=1, rule=None):
   algo = FedAvg(task=task, client_optimizer=optax.sgd(0.1),
                 server_optimizer=optax.sgd(1.0), clients_per_round=cohort, local_epochs=2,
                 batch_size=3, chunk_size=chunk, mesh=mesh, **kw)
-  state = algo.init(task.init(jax.random.key(0)))
+  state = algo.init(task.init(jax.random.key(0)), noise_key=jax.random.key(9))
   base = keylib.base_key(7)
   prepare = getattr(algo.uplink, "prepare_round", None)
   sample = jax.jit(algo.sample_cohort, static_argnums=2)

@@ -83,3 +83,80 @@ def test_target_epsilon_calibrates_the_noise_multiplier():
   assert eps <= target and eps > 0.97 * target
   lower = dataclasses.replace(mech, noise_multiplier=mech.noise_multiplier * 0.98)
   assert accounting.epsilon(lower, T) > target  # it is (nearly) the smallest such z
+
+
+# -- against published closed forms and figures (issue 12, item 6) ---------------------
+
+
+def _gaussian_exact_epsilon(mu: float, delta: float) -> float:
+  """The exact epsilon of the Gaussian mechanism with sensitivity / sigma = mu at delta,
+  from Balle & Wang (ICML 2018, Theorem 8): the mechanism is (eps, delta)-DP iff
+  Phi(mu/2 - eps/mu) - e^eps Phi(-mu/2 - eps/mu) <= delta."""
+  from scipy import optimize, stats  # pylint: disable=import-outside-toplevel
+
+  def excess(eps):
+    return (stats.norm.cdf(mu / 2 - eps / mu) -
+            math.exp(eps) * stats.norm.cdf(-mu / 2 - eps / mu) - delta)
+
+  return optimize.brentq(excess, 0.0, 100.0, xtol=1e-12)
+
+
+@pytest.mark.parametrize("z", [0.8, 1.378, 3.0])
+def test_one_round_with_everyone_sampled_is_the_exact_gaussian_mechanism(z):
+  """Central noise N(0, (zC)^2) on the sum, every client in the one round: replacing a
+  client moves the sum by up to 2C, so this is the Gaussian mechanism with
+  sensitivity / sigma = 2 / z, whose exact (eps, delta) curve is Balle & Wang's closed
+  form. The PLD epsilon must equal it (PLD is tight for one Gaussian), the RDP epsilon
+  must not be below it (RDP's conversion is an upper bound) and not far above."""
+  cfg = PrivacyConfig(enabled=True, clip=0.7, noise="central", noise_multiplier=z)
+  mech = make_mechanism(cfg, num_clients=20, cohort=20, rounds=1, size=D)
+  exact = _gaussian_exact_epsilon(2.0 / z, 1e-5)
+  assert accounting.epsilon_pld(mech, 1) == pytest.approx(exact, rel=2e-3)
+  rdp_eps = accounting.epsilon(mech, 1)
+  assert exact <= rdp_eps <= 1.35 * exact
+  # A convention off by the replace-one factor 2 (z instead of z/2) is far off:
+  assert _gaussian_exact_epsilon(1.0 / z, 1e-5) < 0.6 * exact
+
+
+def test_the_abadi_et_al_moments_accountant_figure():
+  """Abadi et al. (CCS 2016, section 3.1): Poisson sampling q = 0.01, sigma = 4 (noise
+  std over the add/remove sensitivity), T = 10,000 steps, delta = 1e-5: epsilon about
+  1.26 with the moments accountant. RDP is the moments accountant with a tighter
+  conversion, so it must land at or a little below 1.26; PLD, tighter still, below.
+  fedpriv's PLD number is exactly this computation for a run with m / N = 0.01 and
+  z' = z / 2 = 4, i.e. z = 8."""
+  acc = rdp.RdpAccountant()
+  acc.compose(dpa.SelfComposedDpEvent(
+      dpa.PoissonSampledDpEvent(0.01, dpa.GaussianDpEvent(4.0)), 10_000))
+  eps_rdp = acc.get_epsilon(1e-5)
+  assert 1.0 < eps_rdp <= 1.26 * 1.01
+  cfg = PrivacyConfig(enabled=True, clip=1.0, noise="central", noise_multiplier=8.0)
+  mech = make_mechanism(cfg, num_clients=10_000, cohort=100, rounds=10_000, size=D)
+  eps_pld = accounting.epsilon_pld(mech, 10_000)
+  assert 0.7 * eps_rdp < eps_pld <= eps_rdp
+
+
+def test_clients_colluding_with_the_server_remove_their_noise_shares():
+  """c colluders subtract their own discrete Gaussian shares: (n - c) shares of the same
+  size remain, and the accountant's epsilon is the one for exactly those shares (the
+  DDG bound with n - c shares of the unchanged size s), growing with c. Central noise
+  is unaffected."""
+  cfg = PrivacyConfig(enabled=True, clip=1.0, bits=12, noise="distributed",
+                      noise_multiplier=1.2, secagg=True)
+  mech = make_mechanism(cfg, num_clients=N, cohort=M, rounds=T, size=D)
+  n, s = mech.survivors, mech.client_sigma
+  assert mech.with_colluders(0) is mech
+  previous = accounting.epsilon(mech, T)
+  for c in (1, 25):
+    weaker = mech.with_colluders(c)
+    assert weaker.client_sigma * math.sqrt(n) == pytest.approx(s * math.sqrt(n - c))
+    direct = 1.0 / accounting.ddg_epsilon(2 * mech.level_bound,
+                                          2 * mech.level_bound * math.sqrt(mech.keep),
+                                          n - c, s, mech.keep)
+    assert accounting.accountant_noise_multiplier(weaker) == pytest.approx(direct, rel=1e-9)
+    eps = accounting.epsilon(weaker, T)
+    assert eps > previous
+    previous = eps
+  with pytest.raises(ValueError, match="no honest share"):
+    mech.with_colluders(n)
+  assert central().with_colluders(5) == central()

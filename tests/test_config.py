@@ -28,6 +28,9 @@ from fedpriv.config import Config, ConfigError, FedQSNConfig, PrivacyConfig
     ("warmup_fraction", 0.06, "warmup_fraction: is set but lr_schedule is 'constant'"),
     ("validation_fraction", -0.1, r"validation_fraction: must be in \[0, 1\)"),
     ("sentiment_labels", "stars", "sentiment_labels: must be one of"),
+    ("client_sampling", "bernoulli", "client_sampling: must be one of"),
+    ("client_capacity", 20, "client_capacity: is for client_sampling='poisson'"),
+    ("client_capacity", -1, "client_capacity: must be >= 0"),
 ])
 def test_bad_values_are_refused_with_the_option_named(option, value, match):
   with pytest.raises(ConfigError, match=match):
@@ -75,6 +78,10 @@ def test_bad_fedqsn_values_are_refused_with_the_option_named(option, value, matc
 def test_fedqsn_cross_checks_and_nested_groups():
   with pytest.raises(ConfigError, match="fedqsn.server_fraction: must be > 0 when"):
     FedQSNConfig(pretrain_epochs=2)
+  with pytest.raises(ConfigError, match="fedqsn.p2: must be < 1 - p1 with client_mask "
+                     "count_of_all"):
+    FedQSNConfig(p1=0.8, p2=0.2, client_mask="count_of_all")
+  FedQSNConfig(p1=0.8, p2=0.2, client_mask="exact")  # 0.8 + 0.2 * 0.2 hidden: fine
   with pytest.raises(ConfigError, match="config.model: fedqsn masks hidden units of"):
     Config(dataset="shakespeare", model="lstm", partition="natural",
            fedqsn=FedQSNConfig(enabled=True))
@@ -139,6 +146,21 @@ def test_ring_too_small_for_the_cohort_is_refused():
   sized = make_mechanism(PrivacyConfig(enabled=True, secagg=True, bits=8), num_clients=100,
                          cohort=10, rounds=1, size=100)
   assert 10 * 255 < 2 ** sized.ring_bits
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"client_capacity": 5}, "client_capacity: must be >= clients_per_round=10"),
+    ({"dropout": 0.1}, "dropout: is not supported with poisson sampling"),
+])
+def test_bad_poisson_sampling_options_are_refused(changes, match):
+  with pytest.raises(ConfigError, match=match):
+    Config(client_sampling="poisson", **changes)
+
+
+def test_reproducible_noise_must_be_a_bool():
+  from fedpriv.config import PrivacyConfig  # pylint: disable=import-outside-toplevel
+  with pytest.raises(ConfigError, match="reproducible_noise: must be a bool"):
+    PrivacyConfig(reproducible_noise=1)
 
 
 @pytest.mark.parametrize("values,match", [

@@ -54,12 +54,11 @@ def test_each_coordinate_is_the_weighted_mean_over_the_clients_that_saw_it(mode)
   task = tiny_task()
   params = task.init(jax.random.key(1))
   spec = dense_spec(params, head="head")
-  scale = masks.mask_scale(0.5, 0.5)  # 4
-  up = FedQSNUplink(spec, scale, mode)
+  up = FedQSNUplink(spec, mode)
   keeps = [{"hidden": jnp.array([1, 1, 0, 0, 0, 0, 0, 0], jnp.float32)},
            {"hidden": jnp.array([1, 0, 1, 0, 0, 0, 0, 0], jnp.float32)}]
   rng = np.random.default_rng(0)
-  starts = [masks.apply_mask(params, spec, k, scale) for k in keeps]
+  starts = [masks.apply_mask(params, spec, k) for k in keeps]
   trained = [jax.tree.map(lambda s, v: s + v * jnp.asarray(rng.normal(size=s.shape), s.dtype),
                           st, masks.visibility(params, spec, k)) for st, k in zip(starts, keeps)]
   weights = [3.0, 1.0]
@@ -67,13 +66,13 @@ def test_each_coordinate_is_the_weighted_mean_over_the_clients_that_saw_it(mode)
   total = jax.tree.map(lambda *m: sum(m), *[up.encode(r, None) for r in results])
   new = jax.tree.map(jnp.add, params, up.decode(total, params, None))
   k_new, k_old = np.asarray(new["hidden"]["kernel"]), np.asarray(params["hidden"]["kernel"])
-  t0, t1 = (np.asarray(t["hidden"]["kernel"]) / scale for t in trained)
-  s0, s1 = (np.asarray(s["hidden"]["kernel"]) / scale for s in starts)
+  t0, t1 = (np.asarray(t["hidden"]["kernel"]) for t in trained)
+  s0, s1 = (np.asarray(s["hidden"]["kernel"]) for s in starts)
   if mode == "delta":
     unit0 = k_old[:, 0] + (3 * (t0 - s0)[:, 0] + 1 * (t1 - s1)[:, 0]) / 4
     unit1 = k_old[:, 1] + (t0 - s0)[:, 1]
     unit2 = k_old[:, 2] + (t1 - s1)[:, 2]
-  else:  # the (unscaled) trained values replace the model's
+  else:  # the trained values replace the model's
     unit0 = (3 * t0[:, 0] + t1[:, 0]) / 4
     unit1, unit2 = t0[:, 1], t1[:, 2]
   np.testing.assert_allclose(k_new[:, 0], unit0, rtol=1e-5, atol=1e-6)
@@ -97,7 +96,7 @@ def test_average_mode_writes_quantized_values_delta_mode_keeps_full_precision():
   task = tiny_task()
   params = task.init(jax.random.key(2))
   spec = dense_spec(params, head="head")
-  up_avg, up_delta = FedQSNUplink(spec, 1.0, "average"), FedQSNUplink(spec, 1.0, "delta")
+  up_avg, up_delta = FedQSNUplink(spec, "average"), FedQSNUplink(spec, "delta")
   down = FedQSNDownlink.make(spec, jax.eval_shape(lambda: params), keylib.base_key(0),
                              bits=2, block_size=4)
   received = down.client_model(params, jax.random.key(0))
@@ -132,7 +131,7 @@ def test_quantized_upload_is_nf_quantized():
   task = tiny_task()
   params = task.init(jax.random.key(4))
   spec = dense_spec(params, head="head")
-  up = FedQSNUplink(spec, 1.0, "average", upload_bits=2, block_size=4)
+  up = FedQSNUplink(spec, "average", upload_bits=2, block_size=4)
   sent = up.uploaded(params)
   assert len(np.unique(np.asarray(sent["hidden"]["kernel"]))) < len(
       np.unique(np.asarray(params["hidden"]["kernel"])))

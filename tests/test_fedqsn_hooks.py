@@ -27,15 +27,18 @@ def _learnable(n_clients, n, seed):
   return x, y
 
 
-def tiny_experiment(p1, p2, bits, rounds=3, hooks=()):
+def tiny_experiment(p1, p2, bits, rounds=3, hooks=(), validation=True):
   task = tiny_task()
   x, y = _learnable(8, 12, 0)
   pop = tiny_population([12] * 8)._replace(x=x, y=y)
   xt, yt = _learnable(1, 300, 1)
   xs, ys = _learnable(1, 200, 2)
+  xv, yv = _learnable(1, 100, 3)
   data = FederatedDataset("tiny", pop, EvalData(xt[0], yt[0], np.ones(300, bool)), 3,
                           "classification", tuple(f"c{i}" for i in range(8)),
-                          server=EvalData(xs[0], ys[0], np.ones(200, bool)))
+                          server=EvalData(xs[0], ys[0], np.ones(200, bool)),
+                          validation=(EvalData(xv[0], yv[0], np.ones(100, bool))
+                                      if validation else None))
   cfg = Config(num_clients=8, clients_per_round=4, rounds=rounds, eval_every=1,
                eval_batch_size=100, seed=3)
   shapes = jax.eval_shape(task.init, jax.random.key(0))
@@ -64,11 +67,55 @@ def test_metrics_are_written_and_proxies_come_from_the_model_before_the_round(tm
     assert row["protection_gap"] == pytest.approx(
         row["test_accuracy"] - row["client_proxy_accuracy_after"], abs=1e-6)
   assert summary["downlink_bits_per_param"] == pytest.approx(exp.algorithm.downlink.bits_per_param)
+  # Validation losses: every proxy is the previous global model, the server mask is none.
+  for prev, row in zip(rows, rows[1:]):
+    assert row["validation_loss_client_before"] == pytest.approx(
+        prev["validation_loss_global"], rel=1e-5)
+  for row in rows:
+    assert row["validation_loss_server_masked"] == pytest.approx(
+        row["validation_loss_global"], rel=1e-6)
+  assert summary["validation_source"] == "dataset" and summary["validation_examples"] == 100
+
+
+def test_each_model_is_reported_at_its_round_of_lowest_validation_loss(tmp_path):
+  exp = tiny_experiment(0.5, 0.5, 4, rounds=4)
+  summary = run(exp, tmp_path, log=lambda *_: None)
+  rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  test_acc = {"global": "eval_set_global_accuracy", "server_masked": "server_masked_accuracy",
+              "client_before": "client_proxy_accuracy_before_by_validation",
+              "client_after": "client_proxy_accuracy_after_by_validation"}
+  for model, acc_key in test_acc.items():
+    losses = [r[f"validation_loss_{model}"] for r in rows]
+    best = int(np.argmin(losses))
+    got = summary["validation_selected"][model]
+    assert got["round"] == rows[best]["round"]
+    assert got["validation_loss"] == pytest.approx(losses[best])
+    assert got["test_accuracy"] == pytest.approx(rows[best][acc_key])
+  # The best client by validation is one of the round's clients: never above the best by
+  # test accuracy.
+  for r in rows:
+    assert r["client_proxy_accuracy_after_by_validation"] <= r["client_proxy_accuracy_after"]
+
+
+def test_without_a_validation_set_a_seeded_disjoint_share_of_test_is_carved():
+  from fedpriv.fedqsn.hooks import carve_validation
+  test = EvalData(np.arange(10, dtype=np.float32)[:, None], np.arange(10), np.ones(10, bool))
+  val, rest = carve_validation(test, 3, seed=0)
+  assert len(val.y) == 3 and len(rest.y) == 7
+  assert sorted(val.y.tolist() + rest.y.tolist()) == list(range(10))
+  again, _ = carve_validation(test, 3, seed=0)
+  np.testing.assert_array_equal(again.y, val.y)
+  other = [carve_validation(test, 3, seed=s)[0].y.tolist() for s in range(1, 6)]
+  assert any(o != val.y.tolist() for o in other)
+  assert len(carve_validation(test, 0, seed=0)[0].y) == 5  # 0: half, and never more
+  assert len(carve_validation(test, 9, seed=0)[0].y) == 5
 
 
 def test_masked_proxies_are_measured_below_the_global_model(tmp_path):
-  exp = tiny_experiment(0.5, 0.5, 2, rounds=2)
+  exp = tiny_experiment(0.5, 0.5, 2, rounds=2, validation=False)
   summary = run(exp, tmp_path, log=lambda *_: None)
+  assert summary["validation_source"].startswith("carved from the test set")
+  assert summary["validation_examples"] == 150 and summary["fedqsn_eval_examples"] == 150
   bits = exp.algorithm.downlink.bits_per_param
   assert summary["downlink_bits_per_param"] == pytest.approx(bits) and bits < 16
   for key in ("server_masked_accuracy", "client_proxy_accuracy_before",

@@ -65,6 +65,64 @@ def test_client_mask_bernoulli_ratio_is_p2_of_survivors():
   assert len(np.unique(alive - keeps.sum(axis=1))) > 5
 
 
+def test_client_mask_count_of_all_drops_floor_p2_of_all_units_from_the_survivors():
+  # At p1 0.5, p2 0.2: 70% of each layer hidden (40 units: 20 + 8; 512: 256 + 102).
+  server = masks.server_mask(SPEC, jax.random.key(5), 0.5)
+  for seed in range(5):
+    keep = masks.client_mask(SPEC, jax.random.key(seed), server, 0.2, "count_of_all")
+    for group, n in SPEC.groups:
+      s, c = np.asarray(server[group]), np.asarray(keep[group])
+      assert np.all(c <= s)
+      assert int(s.sum() - c.sum()) == math.floor(0.2 * n + 1e-9)
+      assert int(c.sum()) == n - math.floor(0.5 * n) - math.floor(0.2 * n + 1e-9)
+
+
+def test_client_mask_count_of_all_picks_a_uniform_subset_of_the_survivors():
+  # 10 units, 5 survive the server, 2 of them dropped: each of the C(5, 2) = 10 kept
+  # subsets is equally likely (every frequency within 5 sigma of 1/10).
+  spec = ModelSpec(groups=(("a", 10),), unit_leaves=(("a/kernel", "a"),), quantized=frozenset())
+  server = masks.server_mask(spec, jax.random.key(6), 0.5)
+  draws = 4000
+  keeps = np.asarray(jax.vmap(lambda k: masks.client_mask(spec, k, server, 0.2,
+                                                          "count_of_all")["a"])(
+      jax.random.split(jax.random.key(7), draws)))
+  alive = np.flatnonzero(np.asarray(server["a"]))
+  assert len(alive) == 5 and np.all(keeps.sum(axis=1) == 3)
+  _, counts = np.unique(keeps[:, alive], axis=0, return_counts=True)
+  assert len(counts) == 10
+  freq = counts / draws
+  assert np.abs(freq - 0.1).max() < 5 * math.sqrt(0.1 * 0.9 / draws)
+
+
+def test_count_of_all_scaled_kept_units_are_unbiased_over_runs_and_clients():
+  # E[keep * scale] over the server mask (a run's seed) and the client mask is 1 for
+  # every unit with scale n / kept (40 units: 20 + 8 dropped, 12 kept), where the
+  # official 1/((1-p1)(1-p2)) = 2.5 would give 0.75.
+  p1, p2, draws = 0.5, 0.2, 3000
+  server0 = masks.server_mask(SPEC, jax.random.key(0), p1)
+  scale = masks.unit_scales(SPEC, server0, p1, p2, "count_of_all")["a"]
+  assert scale == pytest.approx(40 / 12)
+  assert masks.unit_scales(SPEC, server0, p1, p2, "exact")["a"] == pytest.approx(2.5)
+
+  def one(k):
+    server = masks.server_mask(SPEC, jax.random.fold_in(k, 0), p1)
+    return masks.client_mask(SPEC, jax.random.fold_in(k, 1), server, p2, "count_of_all")["a"]
+
+  keeps = np.asarray(jax.vmap(one)(jax.random.split(jax.random.key(8), draws)))
+  q = 12 / 40
+  assert np.all(keeps.sum(axis=1) == 12)
+  per_unit = keeps.mean(axis=0) * scale
+  assert np.abs(per_unit - 1.0).max() < 5 * scale * math.sqrt(q * (1 - q) / draws)
+
+
+def test_count_of_all_that_would_keep_no_unit_is_refused():
+  params = _mlp_params(hidden=8)
+  spec = dense_spec(params, head="head")
+  with pytest.raises(ValueError, match="leave no unit of 'hidden'"):
+    FedQSNDownlink.make(spec, jax.eval_shape(lambda: params), keylib.base_key(0),
+                        p1=0.5, p2=0.5, client_mask="count_of_all")
+
+
 def _mlp_params(hidden=8):
   rng = np.random.default_rng(0)
   return {"hidden": {"kernel": jnp.asarray(rng.normal(size=(4, hidden)), jnp.float32),

@@ -21,7 +21,7 @@ from launch.configs import fashion_mnist as fmnist_presets
 
 def test_without_clipping_or_noise_the_private_uplink_is_fedqsn_delta_aggregation():
   # Equal weights, no client mask: FedQSN's per-coordinate "delta" mean and the private
-  # uplink's per-client mean (of updates mapped back to the model's scale) agree.
+  # uplink's per-client mean (of updates in the model coordinates) agree.
   task = tiny_task()
   shapes = jax.eval_shape(task.init, jax.random.key(0))
   down = FedQSNDownlink.make(dense_spec(shapes, head="head"), shapes, jax.random.key(1),

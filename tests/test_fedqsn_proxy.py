@@ -43,7 +43,8 @@ def test_no_masking_no_quantization_is_the_model_itself():
   received = downlink.client_model(params, jax.random.key(3))
   jax.tree.map(np.testing.assert_array_equal, received.params, params)
   assert all(np.all(np.asarray(v) == 1) for v in jax.tree.leaves(received.visible))
-  assert downlink.scale == 1.0
+  assert set(downlink.scale.values()) == {1.0}
+  assert all(np.all(np.asarray(f) == 1) for f in jax.tree.leaves(received.factors))
 
 
 def test_masked_units_stay_zero_through_local_training():

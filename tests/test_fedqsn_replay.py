@@ -67,19 +67,18 @@ def test_combining_proxies_averages_seen_values_and_refills_unseen_units():
   task = tiny_task()
   params = task.init(jax.random.key(1))
   spec = dense_spec(params, head="head")
-  scale = 2.0
   keep_a = {"hidden": jnp.array([1, 1, 0, 0, 1, 0, 0, 0], jnp.float32)}
   keep_b = {"hidden": jnp.array([1, 0, 1, 0, 0, 0, 0, 0], jnp.float32)}
-  pa = masks.apply_mask(params, spec, keep_a, scale)
-  pb = jax.tree.map(lambda x: x + 1.0, masks.apply_mask(params, spec, keep_b, scale))
-  pb = masks.apply_mask(pb, spec, keep_b, 1.0)  # b's values differ on what b sees
-  c = (Combination.of(pa, masks.visibility(params, spec, keep_a), spec, scale)
-       + Combination.of(pb, masks.visibility(params, spec, keep_b), spec, scale))
+  pa = masks.apply_mask(params, spec, keep_a)
+  pb = jax.tree.map(lambda x: x + 1.0, masks.apply_mask(params, spec, keep_b))
+  pb = masks.apply_mask(pb, spec, keep_b)  # b's values differ on what b sees
+  c = (Combination.of(pa, masks.visibility(params, spec, keep_a))
+       + Combination.of(pb, masks.visibility(params, spec, keep_b)))
   fresh = jax.tree.map(lambda x: jnp.full_like(x, 7.0), params)
   out = combine(c, spec, fresh)
   k = np.asarray(out["hidden"]["kernel"])
   w = np.asarray(params["hidden"]["kernel"])
-  wb = np.asarray(pb["hidden"]["kernel"]) / scale
+  wb = np.asarray(pb["hidden"]["kernel"])
   rescale = 8 / 4  # units 0, 1, 2, 4 seen of 8
   np.testing.assert_allclose(k[:, 0], rescale * (w[:, 0] + wb[:, 0]) / 2, rtol=1e-6)
   np.testing.assert_allclose(k[:, 1], rescale * w[:, 1], rtol=1e-6)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 
 from conftest import tiny_population, tiny_task
 from fedpriv import keys as keylib
@@ -35,7 +36,8 @@ def make(privacy: PrivacyConfig | None, num_clients=8, rounds=3, cohort=COHORT):
 
 
 def one_round(algo, pop, base):
-  state = algo.init(algo.task.init(jax.random.key(0)))
+  # Both algorithms of a comparison draw their rounding and noise from the same key.
+  state = algo.init(algo.task.init(jax.random.key(0)), noise_key=jax.random.key(9))
   cohort = algo.sample_cohort(base, 1, pop.mask.shape[0])
   server_ctx = None
   prepare = getattr(algo.uplink, "prepare_round", None)
@@ -123,7 +125,7 @@ def test_driver_compiles_once_and_the_ledger_counts_encoded_bits(tmp_path):
                         jnp.float32(8))
   ctx = (algo.uplink.round_context(state.params, jax.random.key(1)),
          jax.tree.map(lambda a: a[0], cohort.context))
-  msg = algo.uplink.encode(result, jax.random.key(2), context=ctx)["masked"]
+  msg = algo.uplink.encode(result, jax.random.key(2), context=ctx)["vector"]
   assert msg.shape == (mech.keep,) and msg.dtype == jnp.uint32
   assert int(msg.max()) < 2 ** mech.ring_bits
   # The ledger: per sampled client, its vector (if it survived) + protocol bytes; the
@@ -145,3 +147,65 @@ def test_plain_fedavg_ledger_is_32_bits_each_way(tmp_path):
   summary = train.run(exp, tmp_path, log=lambda *_: None)
   assert summary["uplink_bits_per_param"] == 32.0
   assert summary["downlink_bits_per_param"] == 32.0
+
+
+def _secagg_round(uplink, start, n=5):
+  """One secure-aggregation round's encode (client i, ClientResult) and decode (sum)."""
+  from fedpriv.fedavg import Cohort  # pylint: disable=import-outside-toplevel
+  cohort = Cohort(jnp.arange(n, dtype=jnp.int32), jnp.ones((n,), bool), jnp.zeros((n,)), None)
+  cohort, server_ctx, _ = uplink.prepare_round(cohort, 1)
+  round_ctx = uplink.round_context(start, jax.random.key(5))
+
+  def encode(i, result):
+    ctx = (round_ctx, jax.tree.map(lambda a: a[i], cohort.context))
+    return uplink.encode(result, jax.random.fold_in(jax.random.key(9), i), ctx)
+
+  def decode(messages):
+    total = jax.tree.map(lambda *m: sum(m[1:], m[0]), *messages)
+    return uplink.decode(total, start, jax.random.key(11), (round_ctx, server_ctx))
+
+  return encode, decode, round_ctx
+
+
+def test_non_finite_and_overflowing_clients_under_secagg_send_a_masked_zero_update():
+  """A client whose update is NaN, or +-Inf from finite weights of +-3e38 whose
+  difference overflows, stays in the sum and the count with the encoding of a zero
+  update: the pairwise masks still cancel and the decoded mean is exactly the one in
+  which those clients sent zero updates (and, without noise, within rounding of the
+  other clients' sum over all five)."""
+  from fedpriv.fedavg import ClientResult  # pylint: disable=import-outside-toplevel
+  task = tiny_task()
+  start = task.init(jax.random.key(0))
+  rng = np.random.default_rng(0)
+  good = [jax.tree.map(lambda p: p + jnp.asarray(0.01 * rng.normal(size=p.shape), p.dtype),
+                       start) for _ in range(3)]
+  nan = jax.tree.map(lambda p: jnp.full(p.shape, jnp.nan, p.dtype), start)
+  huge_start = jax.tree.map(lambda p: jnp.full(p.shape, -3e38, p.dtype), start)
+  huge = ClientResult(huge_start, jax.tree.map(jnp.negative, huge_start), None,
+                      jnp.float32(8))
+  assert np.isinf(np.asarray(jax.tree.leaves(huge.delta)[0])).all()  # finite - finite
+  result = lambda trained: ClientResult(start, trained, None, jnp.float32(8))
+  for privacy in (dict(enabled=True, clip=0.5, bits=10, secagg=True, mask_ratio=0.3),
+                  dict(enabled=True, clip=0.5, bits=10, secagg=True, noise="distributed",
+                       noise_multiplier=0.5)):
+    _, algo, _ = make(PrivacyConfig(**privacy), num_clients=10, cohort=5)
+    uplink, mech = algo.uplink, algo.uplink.mechanism
+    encode, decode, round_ctx = _secagg_round(uplink, start)
+    with_bad = [encode(0, result(good[0])), encode(1, result(nan)),
+                encode(2, result(good[1])), encode(3, huge), encode(4, result(good[2]))]
+    with_zero = [encode(0, result(good[0])), encode(1, result(start)),
+                 encode(2, result(good[1])), encode(3, result(start)),
+                 encode(4, result(good[2]))]
+    chex.assert_trees_all_equal(with_bad, with_zero)
+    got = decode(with_bad)
+    chex.assert_trees_all_equal(got, decode(with_zero))
+    if not mech.noisy:  # the mean of the three good updates and two zeros, +- rounding
+      flat, _ = ravel_pytree(got)
+      others, _ = ravel_pytree(jax.tree.map(lambda a, b, c, s: (a - s) + (b - s) + (c - s),
+                                            *good, start))
+      kept = np.asarray(round_ctx[0])
+      want = np.zeros(mech.size, np.float32)
+      want[kept] = np.asarray(others)[kept] * mech.mask_scale / 5
+      # Each client's rounding moves its codes by less than one level.
+      assert float(np.abs(np.asarray(flat) - want).max()) <= mech.step + 1e-6
+      assert float(np.abs(want).max()) > 5 * mech.step  # the comparison has signal

@@ -2,6 +2,7 @@
 and metrics are those of an uninterrupted run, with no duplicated or missing rounds."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,8 +25,13 @@ PRIVATE = ["--config.clients_per_round=4", "--config.privacy.enabled=True",
            "--config.privacy.mask_ratio=0.5", "--config.privacy.secagg=True",
            "--config.privacy.noise=distributed", "--config.privacy.noise_multiplier=1.0",
            "--config.privacy.dropout=0.25"]
-# SCAFFOLD's control variates (server and every client's) are in the checkpoint.
-VARIANTS = {"plain": ["--config.dropout=0.5"], "secagg": PRIVATE,
+# Two runs of one config draw different secret noise, so an uninterrupted reference run
+# needs the seed-derived noise (`reproducible_noise`); the secret itself is tested
+# below, against a copy of the crashed run's workdir. SCAFFOLD's control variates
+# (server and every client's) are in the checkpoint.
+VARIANTS = {"plain": ["--config.dropout=0.5"],
+            "secagg": PRIVATE + ["--config.privacy.reproducible_noise=True"],
+            "secagg_secret": PRIVATE,
             "scaffold": ["--config.algorithm=scaffold", "--config.dropout=0.5"]}
 
 
@@ -66,7 +72,36 @@ def _kill_after(workdir, variant, line, extra_delay):
 
 
 @requires_fmnist
-@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_secret_noise_survives_a_crash_in_the_checkpoint(tmp_path):
+  # Killed after round 3 (checkpoint at 2, holding the secret): a copy of that workdir
+  # runs to the end once; the original is killed again at round 5 and then finishes.
+  # Both continue from the same checkpoint, so they must agree bit for bit, and both
+  # must differ from a fresh run of the same config (another secret).
+  variant = "secagg_secret"
+  crashed = tmp_path / "crashed"
+  assert _kill_after(crashed, variant, "round    3/6", 0.0) == -signal.SIGKILL
+  ref = tmp_path / "ref"
+  shutil.copytree(crashed, ref)
+  for wd in (ref,):
+    r = subprocess.run(_cmd(wd, variant), cwd=ROOT, env=_env(), capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0 and "resuming" in r.stdout, r.stderr[-2000:]
+  assert _kill_after(crashed, variant, "round    5/6", 0.05) == -signal.SIGKILL
+  r = subprocess.run(_cmd(crashed, variant), cwd=ROOT, env=_env(), capture_output=True,
+                     text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert _metrics(crashed) == _metrics(ref)
+  for x, y in zip(_final_params(ref)[1], _final_params(crashed)[1]):
+    np.testing.assert_array_equal(x, y)
+  fresh = tmp_path / "fresh"
+  r = subprocess.run(_cmd(fresh, variant), cwd=ROOT, env=_env(), capture_output=True,
+                     text=True, timeout=600)
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert _metrics(fresh) != _metrics(ref)
+
+
+@requires_fmnist
+@pytest.mark.parametrize("variant", ["plain", "secagg", "scaffold"])
 def test_sigkill_and_rerun_gives_the_uninterrupted_result(tmp_path, variant):
   ref = tmp_path / "ref"
   r = subprocess.run(_cmd(ref, variant), cwd=ROOT, env=_env(), capture_output=True, text=True,

@@ -2,6 +2,7 @@
 dropouts, clear failure beyond the threshold, and masked vectors that look uniform."""
 from __future__ import annotations
 
+import collections
 import itertools
 import math
 import struct
@@ -25,8 +26,27 @@ def test_shamir_any_t_shares_rebuild_and_fewer_refuse():
     assert sa.shamir_combine(dict(subset), 3) == secret
   with pytest.raises(sa.SecAggError, match="2 shares cannot rebuild"):
     sa.shamir_combine(dict(list(shares.items())[:2]), 3)
-  # t-1 shares say nothing: with a wrong threshold the interpolation is a wrong value.
-  assert sa.shamir_combine(dict(list(shares.items())[:2]), 2) != secret
+
+
+def test_any_t_minus_1_shares_are_uniform_whatever_the_secret(monkeypatch):
+  """Over GF(13), threshold 3, shares at x = 1..5: enumerating all 13^2 draws of the two
+  random coefficients, every pair of shares takes every value in GF(13)^2 exactly once,
+  for every one of the 13 secrets. So t-1 shares are consistent with every secret, each
+  equally likely: they say nothing about it. (A split whose coefficients depended on
+  the secret, or that reused a coefficient, fails this.)"""
+  p, t, xs = 13, 3, [1, 2, 3, 4, 5]
+  for secret in range(p):
+    seen = {pair: collections.Counter() for pair in itertools.combinations(xs, t - 1)}
+    for draw in itertools.product(range(p), repeat=t - 1):
+      coefficients = iter(draw)
+      monkeypatch.setattr(sa.secrets, "randbelow", lambda bound: next(coefficients))
+      shares = sa.shamir_split(secret, xs, t, prime=p)
+      for pair, counter in seen.items():
+        counter[tuple(shares[x] for x in pair)] += 1
+      for subset in itertools.combinations(xs, t):  # and t of them rebuild it
+        assert sa.shamir_combine({x: shares[x] for x in subset}, t, prime=p) == secret
+    for counter in seen.values():
+      assert len(counter) == p ** (t - 1) and set(counter.values()) == {1}
 
 
 def test_key_agreement_gives_both_sides_the_same_seed():

@@ -172,9 +172,9 @@ def test_a_preempted_sweep_checkpoints_its_run_and_resumes_it(tmp_path):
   log = (out / "a" / "log.txt").read_text()
   done = int(log.split("SIGTERM: stopped after round ")[1].split()[0])
   # Rerun (for a few more rounds than were done): the run resumes in place.
-  file = _sweep_of_tiny_runs(tmp_path, done + 2)
-  r = run_module("launch.sweep", f"--sweep={file}", f"--out={out}")
-  assert r.returncode == 0, r.stdout[-2000:]
+  rerun = _start_sweep(_sweep_of_tiny_runs(tmp_path, done + 2), out)
+  tail = rerun.communicate(timeout=600)[0]
+  assert rerun.returncode == 0, tail[-2000:]
   log = (out / "a" / "log.txt").read_text()
   assert "SIGTERM: stopped" in log and f"after round {done}" in log  # the log was kept
   rounds = [json.loads(l)["round"] for l in (out / "a" / "metrics.jsonl").read_text()

@@ -167,10 +167,10 @@ def test_a_run_is_continued_for_more_rounds_with_its_history(tmp_path):
 
 def test_a_continued_private_run_is_accounted_for_its_new_total(tmp_path):
   wd, ref = tmp_path / "wd", tmp_path / "ref"
-  direct = _run(ref, rounds=3, private=True)
-  first = _run(wd, rounds=2, private=True)
-  continued = _run(wd, rounds=3, private=True)
-  mech = tiny_experiment(rounds=3, private=True).algorithm.uplink.mechanism
+  direct = _run(ref, rounds=3, private="central")
+  first = _run(wd, rounds=2, private="central")
+  continued = _run(wd, rounds=3, private="central")
+  mech = tiny_experiment(rounds=3, private="central").algorithm.uplink.mechanism
   assert continued["epsilon"] == direct["epsilon"] == accounting.epsilon(mech, 3)
   assert continued["epsilon"] > first["epsilon"]
   assert continued["config_history"][0]["changed"] == {"rounds": [2, 3]}
@@ -179,9 +179,9 @@ def test_a_continued_private_run_is_accounted_for_its_new_total(tmp_path):
 
 def test_noise_calibrated_to_the_old_total_is_not_continued(tmp_path):
   wd = tmp_path / "wd"
-  _run(wd, rounds=2, target_epsilon=50.0)
+  _run(wd, rounds=2, target_epsilon=8.0)
   with pytest.raises(ConfigError, match="target_epsilon"):
-    _run(wd, rounds=3, target_epsilon=50.0)
+    _run(wd, rounds=3, target_epsilon=8.0)
   assert json.loads((wd / "config.json").read_text())["rounds"] == 2
 
 

@@ -10,6 +10,7 @@ Imported by the tests (`tiny_experiment`) and run as a process where a test need
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -48,13 +49,19 @@ class SignalAt:
       os.kill(os.getpid(), self.signum)
 
 
-def tiny_experiment(rounds=4, checkpoint_every=2, eval_every=1, private=False,
+def tiny_experiment(rounds=4, checkpoint_every=2, eval_every=1, private=False,  # or "central"
                     nan_clients=(), num_classes=3, learning_rate=0.1, target_epsilon=0.0,
                     num_clients=10, cohort=4) -> train.Experiment:
-  privacy = PrivacyConfig(**PRIVATE) if private else PrivacyConfig()
+  if private == "central":  # the accountant without secure aggregation's host step
+    privacy = PrivacyConfig(enabled=True, clip=0.5, noise="central", noise_multiplier=1.0)
+  else:
+    privacy = PrivacyConfig(**PRIVATE) if private else PrivacyConfig()
   if target_epsilon:
-    privacy = PrivacyConfig(**{**PRIVATE, "noise_multiplier": 0.0,
-                               "target_epsilon": target_epsilon})
+    privacy = PrivacyConfig(enabled=True, clip=0.5, noise="central",
+                            target_epsilon=target_epsilon)
+  if privacy.enabled:  # runs are compared with separate reference runs: seed-derived
+    # noise (a secret noise key differs per run; tests/test_secret_noise.py tests it)
+    privacy = dataclasses.replace(privacy, reproducible_noise=True)
   cfg = Config(num_clients=num_clients, clients_per_round=cohort, rounds=rounds,
                eval_every=eval_every, checkpoint_every=checkpoint_every,
                learning_rate=learning_rate, batch_size=4, chunk_size=2, privacy=privacy)
@@ -79,7 +86,7 @@ def tiny_experiment(rounds=4, checkpoint_every=2, eval_every=1, private=False,
 
 
 def main():
-  parser = argparse.ArgumentParser()
+  parser = argparse.ArgumentParser(allow_abbrev=False)
   parser.add_argument("workdir", nargs="?")
   # As a sweep's launcher: `--workdir=... --config=... --config.rounds=...`.
   parser.add_argument("--workdir", dest="workdir_flag")

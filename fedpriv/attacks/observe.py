@@ -85,13 +85,14 @@ def observe(task: Task, params, images, labels, *, uplink, learning_rate: float,
 
 def public_support(uplink, params, rkey):
   """The coordinates a masked uplink sends in the round of `rkey` (None: all)."""
-  if uplink is None or not hasattr(uplink, "round_context"):
+  if uplink is None or not hasattr(uplink, "kept_coordinates"):
     return None
   ctx = uplink.round_context(params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC))
-  if "idx" not in ctx:
+  kept = uplink.kept_coordinates(ctx)
+  if kept is None:
     return None
   size = uplink.mechanism.size
-  flat = jnp.zeros((size,), jnp.float32).at[ctx["idx"]].set(1.0)
+  flat = jnp.zeros((size,), jnp.float32).at[kept].set(1.0)
   return uplink.unravel(flat)
 
 

@@ -62,8 +62,11 @@ class FederatedDataset:
     info: free-form facts about the data (sizes, vocabulary) for reports.
     server: optional training data held by the server alone (e.g. for FedQSN's server
       pretraining); never part of any client's data.
-    validation: optional held-out set for model selection (e.g. the best round),
-      disjoint from the training, server and test data.
+    validation: optional held-out evaluation set for model selection (FedQSN reports
+      each model at the round with the lowest validation loss); disjoint from `test`
+      and from every client's and the server's data. A loader that has one sets it;
+      where it is None, FedQSN's metrics carve a seeded share of `test` instead (see
+      `fedqsn/hooks.py`).
     vocab: for token ids taken from a pretrained model's larger vocabulary, the
       original id of each id used here (`x` holds positions in `vocab`); None when
       the ids are the model's own.

@@ -1,10 +1,10 @@
 """How the server turns the clients' trained proxies back into a global model.
 
-A client trains its proxy (kept units scaled by s = 1/((1-p1)(1-p2))) and sends its
-trained model, optionally NF-quantized (`upload_bits`), restricted to the coordinates it
-holds. The server knows every client's mask, so it maps each value back to the model's
-scale (divides unit leaves by s) and, coordinate by coordinate, averages over the clients
-that saw it (weighted by example counts). Coordinates no client saw are left untouched.
+A client trains its proxy (in the model's own coordinates: the mask scale lives in the
+proxy's unit factors, see `proxy.py`) and sends its trained model, optionally
+NF-quantized (`upload_bits`), restricted to the coordinates it holds. The server knows
+every client's mask, so, coordinate by coordinate, it averages over the clients that saw
+it (weighted by example counts). Coordinates no client saw are left untouched.
 
 - "average" (the paper's public code): the new value of a coordinate is the mean of the
   clients' trained values, so the full-precision global model is overwritten by averages
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from fedpriv.fedavg import ClientResult
-from fedpriv.fedqsn import masks, nf_quant, wire
+from fedpriv.fedqsn import nf_quant, wire
 from fedpriv.fedqsn.units import ModelSpec
 
 MODES = ("average", "delta")
@@ -31,14 +31,12 @@ MODES = ("average", "delta")
 class FedQSNUplink:
   """Attributes:
     spec: hidden units and quantized leaves.
-    scale: the factor the proxies' kept units carry (`masks.mask_scale(p1, p2)`).
     mode: "average" or "delta".
     upload_bits: NF bits of the uploaded model (32: float32).
     block_size: values per quantization block.
     bits_per_param: the upload's cost (set by `make`; reported in summary.json).
   """
   spec: ModelSpec
-  scale: float = 1.0
   mode: str = "delta"
   upload_bits: int = 32
   block_size: int = 64
@@ -50,14 +48,14 @@ class FedQSNUplink:
 
   @classmethod
   def make(cls, downlink, mode: str, upload_bits: int) -> "FedQSNUplink":
-    """An uplink matching a `FedQSNDownlink` (same units, scale and block size).
+    """An uplink matching a `FedQSNDownlink` (same units and block size).
 
     The upload carries the client's visible coordinates in the downlink's layout, without
     the unit bitmaps (the server drew the masks)."""
     bpp = float(wire.bits_per_param(downlink.spec, downlink.shapes,
                                     downlink.typical_visible_units(), upload_bits,
                                     downlink.block_size, bitmaps=False))
-    return cls(downlink.spec, downlink.scale, mode, upload_bits, downlink.block_size, bpp)
+    return cls(downlink.spec, mode, upload_bits, downlink.block_size, bpp)
 
   def uploaded(self, trained):
     """What the client sends: its trained proxy, NF-quantized if `upload_bits` < 32."""
@@ -69,7 +67,7 @@ class FedQSNUplink:
     sent = self.uploaded(result.trained)
     if self.mode == "delta":
       sent = jax.tree.map(jnp.subtract, sent, result.start)
-    value = masks.unscale_tree(sent, self.spec, self.scale)
+    value = sent
     visible = result.visible
     if visible is None:
       visible = jax.tree.map(jnp.ones_like, value)

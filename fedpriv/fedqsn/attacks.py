@@ -11,10 +11,10 @@ alone from scratch on its own data (same budget):
 3. `all_proxies`: a client keeps every proxy it received over the run and combines them
    the same way (average over the rounds it saw each weight), then fine-tunes.
 
-Combining proxies: each proxy's values are divided by the mask scale s (the server knows
-s; an attacker can read it off the published hyper-parameters), averaged per coordinate
-over the proxies that saw it, and every unit group is rescaled by units / units seen
-(inverted dropout over the union). Coordinates nobody saw start from a fresh random
+Combining proxies: each proxy's values (in the model's coordinates: the mask scale is
+only applied to activations, see `proxy.py`) are averaged per coordinate over the
+proxies that saw it, and every unit group is rescaled by units / units seen (inverted
+dropout over the union). Coordinates nobody saw start from a fresh random
 initialization, so the attacker keeps the full model's capacity. Attackers train every
 coordinate (nothing is frozen for them).
 
@@ -33,7 +33,7 @@ import numpy as np
 
 from fedpriv import keys as keylib
 from fedpriv.evaluate import batch_eval_data, evaluate
-from fedpriv.fedqsn import masks, replay
+from fedpriv.fedqsn import replay
 from fedpriv.local import local_train
 from fedpriv.schedule import client_batches
 
@@ -43,14 +43,13 @@ _FINETUNE, _FRESH_INIT, _ALONE_INIT = 0, 1, 2
 
 @dataclasses.dataclass(frozen=True)
 class Combination:
-  """Proxies gathered by an attacker: sum of unscaled values and how often each was seen."""
+  """Proxies gathered by an attacker: sum of their values and how often each was seen."""
   total: object
   count: object
 
   @staticmethod
-  def of(proxy, visible, spec, scale) -> "Combination":
-    value = masks.unscale_tree(proxy, spec, scale)
-    return Combination(jax.tree.map(jnp.multiply, value, visible), visible)
+  def of(proxy, visible) -> "Combination":
+    return Combination(jax.tree.map(jnp.multiply, proxy, visible), visible)
 
   def __add__(self, other: "Combination") -> "Combination":
     return Combination(jax.tree.map(jnp.add, self.total, other.total),
@@ -133,8 +132,8 @@ class AttackHook:
                 ).any(axis=1)
 
       def one(cid):
-        received = replay.received_model(algo, prev, replay.client_key(base, rnd, cid))
-        return Combination.of(received.params, received.visible, down.spec, down.scale)
+        received = algo.received_model(prev, replay.client_key(base, rnd, cid))
+        return Combination.of(received.params, received.visible)
 
       got = jax.vmap(one)(self._ids)
       pick = lambda new, old: jax.tree.map(

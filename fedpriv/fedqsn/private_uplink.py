@@ -1,15 +1,15 @@
 """FedQSN proxies down, update privacy up: the private uplink behind a proxy downlink.
 
-A FedQSN client trains a proxy whose kept units carry the mask scale
-s = 1/((1-p1)(1-p2)) and whose dropped units are frozen at zero. Before the update
-leaves the client it is mapped back to the model's scale, restricted to the coordinates
-the client held:
+A FedQSN client trains a proxy in the model's own coordinates (the mask scale lives in
+the proxy's unit factors) whose dropped units are frozen at zero. Its update, restricted
+to the coordinates the client held,
 
-    update = unscale(trained - received) * visible          # model scale, masked units 0
+    update = (trained - received) * visible                 # masked units 0
 
-and then goes through the update-privacy chain exactly as a plain client's would
-(`privacy.uplink.PrivateUplink`: random mask, clip, quantize, noise, secure
-aggregation). Clipping bounds this update, so the privacy argument (sensitivity,
+goes through the update-privacy chain exactly as a plain client's would
+(`privacy.uplink.PrivateUplink`: the mechanism's privatizer chain of random mask, clip,
+quantize, noise, secure aggregation). Clipping bounds this update, so the privacy
+argument (sensitivity,
 accountant) is the one of `docs/update_privacy.md`, unchanged.
 
 The server's sum is the sum over the clients that survived; `PrivateUplink.decode`
@@ -38,15 +38,13 @@ from fedpriv.fedqsn import masks
 @dataclasses.dataclass(frozen=True, eq=False)
 class PrivateProxyUplink:
   """Attributes:
-    inner: the `PrivateUplink` that privatizes model-scale updates.
+    inner: the `PrivateUplink` that privatizes the updates.
     spec: the model's hidden units (as the downlink's).
-    scale: the factor the proxies' kept units carry.
     coverage: pytree like the params: the fraction of a round's clients that hold each
       coordinate (made by `make`).
   """
   inner: Any
   spec: Any
-  scale: float
   coverage: Any
 
   @classmethod
@@ -62,7 +60,7 @@ class PrivateProxyUplink:
     zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), downlink.shapes)
     coverage = masks.visibility(zeros, downlink.spec, fraction)
     coverage = jax.tree.map(lambda c: np.maximum(np.asarray(c), 1e-6), coverage)
-    return cls(inner, downlink.spec, downlink.scale, coverage)
+    return cls(inner, downlink.spec, coverage)
 
   @property
   def bits_per_param(self) -> float:
@@ -72,14 +70,18 @@ class PrivateProxyUplink:
   def prepare_round(self):
     return self.inner.prepare_round
 
+  @property
+  def mechanism(self):
+    return self.inner.mechanism
+
   def round_context(self, params, key):
     return self.inner.round_context(params, key)
 
+  def kept_coordinates(self, round_context):
+    return self.inner.kept_coordinates(round_context)
+
   def encode(self, result: ClientResult, key, context):
-    update = masks.unscale_tree(result.delta, self.spec, self.scale)
-    model_scale = ClientResult(jax.tree.map(jnp.zeros_like, update), update,
-                               result.visible, result.weight)
-    return self.inner.encode(model_scale, key, context)
+    return self.inner.encode(result, key, context)  # masks `delta` by `result.visible`
 
   def decode(self, total, params, key, context):
     mean = self.inner.decode(total, params, key, context)

@@ -3,10 +3,9 @@
 Everything a client does in round r is a pure function of (the global model before the
 round, the population, the run's base key, r): its cohort, its proxy (from its PROXY
 key) and its local training (from its SHUFFLE key). The measurement hooks and the
-extraction attacks therefore never need the round to hand anything out: they recompute
-the proxies (cheap: masks and quantization) and, where needed, the local training
-(`replay_client`, the same steps as `FedAvg.client_update`; a test checks that both give
-the same trained model).
+extraction attacks therefore never need the round to hand anything out: they call the
+round's own per-client function, `FedAvg.train_client` (and `FedAvg.received_model` where
+the proxy alone is needed), for the clients of `round_cohort`.
 """
 from __future__ import annotations
 
@@ -14,28 +13,16 @@ import jax
 import jax.numpy as jnp
 
 from fedpriv import keys as keylib
-from fedpriv.fedavg import ClientModel, FedAvg
-from fedpriv.local import local_train
-from fedpriv.schedule import client_batches
-
-
-def received_model(algo: FedAvg, params, client_key: jax.Array) -> ClientModel:
-  """What the client with `client_key` received in its round."""
-  return algo.downlink.client_model(params, keylib.stage_key(client_key, keylib.PROXY))
+from fedpriv.fedavg import FedAvg
 
 
 def replay_client(algo: FedAvg, params, population, client_id, client_key):
-  """One client's round as `FedAvg.client_update` runs it, up to the upload.
+  """One client's round as the round runs it, up to the upload (`FedAvg.train_client`).
 
   Returns:
     `(received ClientModel, trained params)`.
   """
-  x, y, mask = population.x[client_id], population.y[client_id], population.mask[client_id]
-  batches = client_batches(keylib.stage_key(client_key, keylib.SHUFFLE), mask,
-                           algo.local_epochs, algo.batch_size)
-  received = received_model(algo, params, client_key)
-  trained, _ = local_train(algo.task, algo.local_optimizer(received), received.params, x, y,
-                           *batches, unroll=algo.unroll)
+  received, trained, _ = algo.train_client(params, population, client_id, client_key)
   return received, trained
 
 

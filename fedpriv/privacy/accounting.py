@@ -45,6 +45,29 @@ What is accounted, exactly
   N(0, sigma^2)) of Zhu, Dong & Wang (AISTATS 2022). It is reported as a second
   opinion; `epsilon` (RDP, the exact event) is the headline number and the one
   `target_epsilon` calibrates against.
+
+Two threat models, two kinds of epsilon (`claims`)
+-------------------------------------------------
+* Against observers of the released models who do not learn the cohorts: the epsilon
+  above, with amplification by sampling (which needs the sample to be secret).
+* Against the server: it draws the cohort, runs secure aggregation with exactly those
+  clients and so knows who took part. Sampling amplifies nothing against it: a client
+  that took part k times is protected by k compositions of the Gaussian (no sampling
+  event), for k = 1 and for the largest k of any client in the run.
+Every claim names its neighbouring relation, its sampling scheme, its accountant and
+its delta, and each is computed by both RDP and PLD.
+
+Poisson sampling (`Config.client_sampling = "poisson"`)
+--------------------------------------------------------
+Each client joins a round independently with probability q = clients_per_round / N;
+the relation is add/remove (N is not public), so the sensitivity of the sum is B and
+z' = sigma / B; the mean divides by the expected count, never the drawn one. The draw is
+padded to a fixed capacity; if more than `capacity` clients are drawn, a uniformly random
+`capacity` of them are kept. That truncation differs from Poisson sampling only on the
+overflow event, whose probability p_over = P(Binomial(N + 1, q) > capacity) per round is
+computed exactly, so the run is (epsilon, delta + (1 + e^epsilon) T p_over)-DP for any
+(epsilon, delta) of the untruncated mechanism (a coupling that differs with probability
+at most T p_over); each observer claim reports that delta.
 """
 from __future__ import annotations
 
@@ -52,8 +75,17 @@ import math
 
 import dp_accounting as dpa
 from dp_accounting import mechanism_calibration, pld, rdp
+from scipy import stats
 
 _REPLACE_ONE = dpa.NeighboringRelation.REPLACE_ONE
+_ADD_REMOVE = dpa.NeighboringRelation.ADD_OR_REMOVE_ONE
+
+OBSERVER = ("observers of the released models who do not learn the cohorts "
+            "(amplification by sampling)")
+SERVER = ("the server, which draws the cohorts and so knows who took part (composition "
+          "over a client's participations, no amplification)")
+SIMULATION_ONLY = ("simulation only: privacy.reproducible_noise derives the noise from "
+                   "the seed, which the config records")
 
 
 def ddg_epsilon(l2: float, l1: float, n: int, sigma: float, dim: int) -> float:
@@ -67,55 +99,172 @@ def ddg_epsilon(l2: float, l1: float, n: int, sigma: float, dim: int) -> float:
   return min(a, b)
 
 
+def poisson(mech) -> bool:
+  return getattr(mech, "sampling", "fixed") == "poisson"
+
+
+def relation(mech) -> str:
+  """The neighbouring relation of every claim about `mech`."""
+  return "add/remove" if poisson(mech) else "replace-one"
+
+
+def sensitivity_factor(mech) -> float:
+  """The sum moves by this many per-client bounds between neighbours (2 for
+  replace-one, 1 for add/remove)."""
+  return 1.0 if poisson(mech) else 2.0
+
+
 def accountant_noise_multiplier(mech, noise_multiplier: float | None = None) -> float:
   """z' for `dp_accounting` (see the module docstring); 0 means no privacy."""
   z = mech.noise_multiplier if noise_multiplier is None else noise_multiplier
   if not mech.noisy or z <= 0:
     return 0.0
+  f = sensitivity_factor(mech)
   if mech.config.noise == "central":
-    return z / 2.0
+    return z / f
   delta_levels = mech.level_bound
   share = z * delta_levels / math.sqrt(mech.survivors)
-  eps = ddg_epsilon(2.0 * delta_levels, 2.0 * delta_levels * math.sqrt(mech.keep),
+  eps = ddg_epsilon(f * delta_levels, f * delta_levels * math.sqrt(mech.keep),
                     mech.survivors, share, mech.keep)
   return 1.0 / eps
 
 
+def sampling_rate(mech) -> float:
+  return mech.cohort / mech.num_clients
+
+
 def dp_event(mech, rounds: int, noise_multiplier: float | None = None) -> dpa.DpEvent:
-  """The `DpEvent` of `rounds` rounds of this mechanism."""
+  """The `DpEvent` of `rounds` rounds of this mechanism, as sampled."""
   z = accountant_noise_multiplier(mech, noise_multiplier)
   if z <= 0:
     return dpa.NonPrivateDpEvent()
-  one = dpa.SampledWithoutReplacementDpEvent(
-      mech.num_clients, mech.cohort, dpa.GaussianDpEvent(z))
+  if poisson(mech):
+    one = dpa.PoissonSampledDpEvent(sampling_rate(mech), dpa.GaussianDpEvent(z))
+  else:
+    one = dpa.SampledWithoutReplacementDpEvent(
+        mech.num_clients, mech.cohort, dpa.GaussianDpEvent(z))
   return dpa.SelfComposedDpEvent(one, rounds)
 
 
-def rdp_accountant() -> rdp.RdpAccountant:
-  return rdp.RdpAccountant(neighboring_relation=_REPLACE_ONE)
+def rdp_accountant(mech=None) -> rdp.RdpAccountant:
+  rel = _ADD_REMOVE if mech is not None and poisson(mech) else _REPLACE_ONE
+  return rdp.RdpAccountant(neighboring_relation=rel)
+
+
+def _delta(mech, delta):
+  return mech.config.delta if delta is None else delta
 
 
 def epsilon(mech, rounds: int, delta: float | None = None) -> float:
-  """RDP epsilon after `rounds` rounds at `delta` (default: the config's)."""
+  """RDP epsilon against observers after `rounds` rounds at `delta` (default: the
+  config's): the headline, and what `target_epsilon` calibrates."""
   if rounds <= 0:
     return 0.0
-  acc = rdp_accountant()
+  acc = rdp_accountant(mech)
   acc.compose(dp_event(mech, rounds))
-  return float(acc.get_epsilon(mech.config.delta if delta is None else delta))
+  return float(acc.get_epsilon(_delta(mech, delta)))
 
 
 def epsilon_pld(mech, rounds: int, delta: float | None = None) -> float:
-  """PLD epsilon (Poisson q = m/N upper bound for WOR, see the module docstring)."""
+  """PLD epsilon against observers, for the same claim as `epsilon`.
+
+  Poisson sampling: the PLD of the very event `epsilon` accounts. Fixed-size sampling
+  without replacement under replace-one: `dp_accounting`'s PLD has no such event; the
+  pair (q P + (1-q) Q, Q), (P, Q) = (N(2B, sigma^2), N(0, sigma^2)), dominates it (Zhu,
+  Dong & Wang, AISTATS 2022), and the PLD accountant's Poisson add/remove event with
+  multiplier z' = sigma / (2B) bounds that pair in both directions.
+  """
   z = accountant_noise_multiplier(mech)
   if z <= 0:
     return math.inf
   if rounds <= 0:
     return 0.0
-  acc = pld.PLDAccountant(neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE)
+  acc = pld.PLDAccountant(neighboring_relation=_ADD_REMOVE)
   acc.compose(dpa.SelfComposedDpEvent(
-      dpa.PoissonSampledDpEvent(mech.cohort / mech.num_clients, dpa.GaussianDpEvent(z)),
-      rounds))
-  return float(acc.get_epsilon(mech.config.delta if delta is None else delta))
+      dpa.PoissonSampledDpEvent(sampling_rate(mech), dpa.GaussianDpEvent(z)), rounds))
+  return float(acc.get_epsilon(_delta(mech, delta)))
+
+
+def server_epsilon(mech, participations: int, accountant: str = "RDP",
+                   delta: float | None = None) -> float:
+  """Epsilon against the server for a client that took part `participations` times:
+  that many Gaussian releases, composed, without amplification by sampling."""
+  z = accountant_noise_multiplier(mech)
+  if z <= 0:
+    return math.inf
+  if participations <= 0:
+    return 0.0
+  event = dpa.SelfComposedDpEvent(dpa.GaussianDpEvent(z), participations)
+  if accountant == "RDP":
+    acc = rdp_accountant(mech)
+  elif accountant == "PLD":
+    acc = pld.PLDAccountant(neighboring_relation=_ADD_REMOVE)
+  else:
+    raise ValueError(f"accountant must be 'RDP' or 'PLD', got {accountant!r}")
+  acc.compose(event)
+  return float(acc.get_epsilon(_delta(mech, delta)))
+
+
+def overflow_probability(mech) -> float:
+  """Poisson sampling: P(more than `capacity` clients drawn in a round), under the
+  larger of two add/remove neighbours (N + 1 clients); 0 for fixed-size sampling."""
+  if not poisson(mech):
+    return 0.0
+  return float(stats.binom.sf(mech.capacity, mech.num_clients + 1, sampling_rate(mech)))
+
+
+def observer_delta(mech, eps: float, rounds: int, delta: float | None = None) -> float:
+  """The delta of an observer claim: the accountant's, plus what truncating Poisson
+  draws to the capacity can add (module docstring)."""
+  d = _delta(mech, delta)
+  extra = overflow_probability(mech) * rounds
+  if extra == 0.0:
+    return d
+  return d + (1.0 + math.exp(min(eps, 700.0))) * extra
+
+
+def sampling_label(mech, rounds: int) -> str:
+  if poisson(mech):
+    return (f"Poisson (each of {mech.num_clients} clients with q = "
+            f"{sampling_rate(mech):.6g} per round; draws over {mech.capacity} truncated, "
+            f"probability {overflow_probability(mech):.3g} per round; {rounds} rounds)")
+  return (f"without replacement, fixed size ({mech.cohort} of {mech.num_clients} per "
+          f"round; {rounds} rounds)")
+
+
+def claims(mech, rounds: int, max_participations: int) -> list[dict]:
+  """Every epsilon of a run, each with its threat model and conventions.
+
+  Args:
+    mech: the run's `Mechanism` (the object that set the noise).
+    rounds: rounds run.
+    max_participations: the largest number of rounds any one client took part in.
+
+  Returns:
+    dicts with `name`, `threat_model`, `epsilon`, `delta`, `relation`, `sampling`,
+    `accountant`, `participations` (server claims) and `valid` ("yes", or "simulation
+    only ..." when the noise was derived from the seed).
+  """
+  valid = SIMULATION_ONLY if mech.config.reproducible_noise else "yes"
+  rel = relation(mech)
+  out = []
+  for acc, fn in (("RDP", epsilon), ("PLD", epsilon_pld)):
+    eps = fn(mech, rounds)
+    note = ""
+    if acc == "PLD" and not poisson(mech):
+      note = (" of the dominating pair of sampling without replacement under replace-one "
+              "(Zhu, Dong & Wang 2022), as a Poisson add/remove event at z' = sigma/(2B)")
+    out.append({"name": f"observer_{acc.lower()}", "threat_model": OBSERVER,
+                "epsilon": eps, "delta": observer_delta(mech, eps, rounds),
+                "relation": rel, "sampling": sampling_label(mech, rounds),
+                "accountant": acc + note, "participations": None, "valid": valid})
+  for tag, k in (("one", 1), ("max", max_participations)):
+    for acc in ("RDP", "PLD"):
+      out.append({"name": f"server_{tag}_{acc.lower()}", "threat_model": SERVER,
+                  "epsilon": server_epsilon(mech, k, acc), "delta": _delta(mech, None),
+                  "relation": rel, "sampling": "none (the server knows the cohorts)",
+                  "accountant": acc, "participations": k, "valid": valid})
+  return out
 
 
 def calibrate_noise_multiplier(mech) -> float:
@@ -124,14 +273,15 @@ def calibrate_noise_multiplier(mech) -> float:
   cfg = mech.config
   try:
     z = mechanism_calibration.calibrate_dp_mechanism(
-        rdp_accountant, lambda z: dp_event(mech, mech.rounds, z), cfg.target_epsilon,
+        lambda: rdp_accountant(mech), lambda z: dp_event(mech, mech.rounds, z),
+        cfg.target_epsilon,
         cfg.delta, mechanism_calibration.LowerEndpointAndGuess(1e-3, 1.0), tol=1e-4)
   except mechanism_calibration.NoBracketIntervalFoundError:
     raise ConfigError("privacy.target_epsilon", f"no noise multiplier reaches epsilon "
                       f"{cfg.target_epsilon} at delta {cfg.delta}") from None
   z = float(z)
   for _ in range(100):  # calibration is within tol of the optimum: step to the safe side
-    acc = rdp_accountant()
+    acc = rdp_accountant(mech)
     acc.compose(dp_event(mech, mech.rounds, z))
     if acc.get_epsilon(cfg.delta) <= cfg.target_epsilon:
       return z

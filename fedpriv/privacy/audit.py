@@ -22,6 +22,12 @@ This is the classic many-trials audit (Jagielski, Ullman & Oprea 2020; Nasr et a
 2021) rather than Steinke, Nasr & Jagielski's one-run audit: on a simulator one
 release costs microseconds, so thousands of trials are cheap and the bound is tighter.
 
+Power: with n evaluation releases per world, the largest bound the test can ever
+report (every guess right) is log(((alpha/2)^(1/n) - delta) / (1 - (alpha/2)^(1/n))),
+about log(n / ln(2/alpha)): 6.29 for n = 2,000 at 95%. An audit whose largest bound
+does not exceed the claim cannot detect a violation, whatever the code does, so
+`audit` refuses it (`NoPowerError`) and `trials_for_power` says how many it needs.
+
 What it is compared with: `claimed_epsilon`, the accountant's epsilon for exactly this
 game, one release without sampling, computed from the same `Mechanism` object that
 the uplink takes its noise from. (A run's epsilon after sampling and T rounds is a
@@ -57,6 +63,7 @@ class AuditResult:
     trials: releases per world (half choose the threshold, half evaluate it).
     tpr, fpr: the evaluation half's rates at the chosen threshold and direction.
     alpha: one minus the confidence of the lower bound.
+    max_measurable: the largest bound these trials can report (`max_measurable_epsilon`).
   """
   epsilon_lower_bound: float
   claimed_epsilon: float
@@ -65,6 +72,12 @@ class AuditResult:
   tpr: float
   fpr: float
   alpha: float
+  max_measurable: float = math.inf
+
+  @property
+  def power(self) -> bool:
+    """True when the audit could measure a bound above the claim at all."""
+    return self.max_measurable > self.claimed_epsilon
 
   @property
   def consistent(self) -> bool:
@@ -72,15 +85,63 @@ class AuditResult:
     return self.epsilon_lower_bound <= self.claimed_epsilon
 
   def as_dict(self) -> dict:
-    return {**dataclasses.asdict(self), "consistent": self.consistent}
+    return {**dataclasses.asdict(self), "consistent": self.consistent, "power": self.power}
+
+
+class NoPowerError(ValueError):
+  """The trials cannot measure a bound above the claim: the audit could never fail."""
+
+
+def evaluation_trials(trials: int) -> int:
+  """Releases per world that evaluate the threshold (the rest choose it)."""
+  return trials - trials // 2
+
+
+def max_measurable_epsilon(trials: int, alpha: float = 0.05, delta: float = 0.0) -> float:
+  """The largest lower bound `epsilon_from_scores` can give with `trials` per world:
+  every evaluation release guessed right (Clopper-Pearson at alpha/2 on each rate)."""
+  n = evaluation_trials(trials)
+  tpr_lo = (alpha / 2) ** (1.0 / n)
+  fpr_hi = 1.0 - tpr_lo
+  if tpr_lo <= delta:
+    return 0.0
+  return math.log((tpr_lo - delta) / fpr_hi)
+
+
+def trials_for_power(claim: float, alpha: float = 0.05, delta: float = 0.0,
+                     margin: float = 1.0) -> int:
+  """The fewest trials per world (even) whose largest measurable bound is at least
+  `claim + margin`."""
+  if not math.isfinite(claim):
+    raise ValueError(f"claim must be finite, got {claim}")
+  target = max(claim, 0.0) + margin
+  hi = 20
+  while max_measurable_epsilon(hi, alpha, delta) < target:
+    hi *= 2
+    if hi > 2 ** 40:
+      raise ValueError(f"no trial count measures epsilon {target} at delta {delta}")
+  lo = hi // 2
+  while hi - lo > 2:
+    mid = (lo + hi) // 2
+    if max_measurable_epsilon(mid, alpha, delta) >= target:
+      hi = mid
+    else:
+      lo = mid
+  return hi + hi % 2
 
 
 def claimed_epsilon(mech, delta: float | None = None) -> float:
-  """The accountant's epsilon for one release of `mech` with the canary always present."""
+  """The accountant's epsilon for one release of `mech` with the canary always present.
+
+  The game's worlds differ by replacing the canary's update (+u vs -u), so the claim is
+  the replace-one one, also for a mechanism accounted add/remove (Poisson sampling).
+  """
+  if getattr(mech, "poisson", False):
+    mech = dataclasses.replace(mech, sampling="fixed")
   z = accounting.accountant_noise_multiplier(mech)
   if z <= 0:
     return math.inf
-  acc = accounting.rdp_accountant()
+  acc = accounting.rdp_accountant(mech)
   acc.compose(dpa.GaussianDpEvent(z))
   return float(acc.get_epsilon(mech.config.delta if delta is None else delta))
 
@@ -148,7 +209,8 @@ def release_scores(uplink, params, *, cohort: int, trials: int, seed: int,
   base = keylib.base_key(seed)
   rkey = keylib.round_key(base, 1)
   round_ctx = uplink.round_context(params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC))
-  kept = np.asarray(round_ctx["idx"]) if "idx" in round_ctx else np.arange(d)
+  kept = uplink.kept_coordinates(round_ctx)
+  kept = np.arange(d) if kept is None else np.asarray(kept)
   u = np.zeros(d, np.float32)
   direction = rng.normal(size=kept.size)
   u[kept] = direction / np.linalg.norm(direction)
@@ -198,7 +260,8 @@ def release_scores(uplink, params, *, cohort: int, trials: int, seed: int,
 
 
 def audit(uplink, params, *, cohort: int | None = None, trials: int = 20_000, seed: int = 0,
-          alpha: float = 0.05, delta: float | None = None) -> AuditResult:
+          alpha: float = 0.05, delta: float | None = None,
+          require_power: bool = True) -> AuditResult:
   """Measures a lower bound on the epsilon of `uplink`'s release (see module docstring).
 
   Args:
@@ -209,6 +272,8 @@ def audit(uplink, params, *, cohort: int | None = None, trials: int = 20_000, se
     seed: randomness of the game (directions, other clients, keys).
     alpha: the bound holds with probability at least 1 - alpha.
     delta: default: the mechanism's delta.
+    require_power: refuse (`NoPowerError`) trials too few to measure a bound above the
+      claim; False runs anyway (the result's `power` is then False).
   """
   mech = uplink.mechanism
   if not mech.noisy:
@@ -217,6 +282,12 @@ def audit(uplink, params, *, cohort: int | None = None, trials: int = 20_000, se
   if cohort < 1 or trials < 20:
     raise ValueError(f"need cohort >= 1 and trials >= 20, got {cohort} and {trials}")
   delta = mech.config.delta if delta is None else delta
+  claim = claimed_epsilon(mech, delta)
+  top = max_measurable_epsilon(trials, alpha, delta)
+  if require_power and not top > claim:
+    raise NoPowerError(f"no power: {trials} releases per world can measure at most "
+                       f"epsilon {top:.2f}, not above the claim {claim:.2f}; use at least "
+                       f"{trials_for_power(claim, alpha, delta)}")
   s1, s0 = release_scores(uplink, params, cohort=cohort, trials=trials, seed=seed)
   eps, tpr, fpr = epsilon_from_scores(s1, s0, delta, alpha)
-  return AuditResult(eps, claimed_epsilon(mech, delta), delta, trials, tpr, fpr, alpha)
+  return AuditResult(eps, claim, delta, trials, tpr, fpr, alpha, top)

@@ -3,8 +3,8 @@
 `Mechanism` holds every number the privatizers, secure aggregation, the accountant and
 the communication ledger use (coordinates kept, quantizer step, the per-client L2
 bound, noise standard deviations, ring size), so none of them is ever typed twice:
-the uplink adds noise from `mechanism.client_sigma` / `mechanism.central_sigma`, and
-the accountant reads the same object (`fedpriv.privacy.accounting`).
+`privatizer()` builds the one privatizer chain the uplink runs from these numbers, and the
+accountant reads the same object (`fedpriv.privacy.accounting`).
 """
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import dataclasses
 import math
 
 from fedpriv.config import ConfigError, PrivacyConfig, secagg_threshold_count
-from fedpriv.privacy import accounting
+from fedpriv.privacy import accounting, secagg
+from fedpriv.privacy import privatizers as pv
 from fedpriv.privacy.privatizers import (codes_center, kept_count, quantizer_step,
                                          rounding_norm_bound)
 from fedpriv.privacy.secagg import required_ring_bits
@@ -30,6 +31,11 @@ class Mechanism:
     size: d, parameters of the model.
     noise_multiplier: z: the noise standard deviation on the sum is z times the
       per-client L2 bound (calibrated from `target_epsilon` when that is set).
+    sampling: "fixed" (`cohort` of N without replacement, replace-one) or "poisson"
+      (each client with probability cohort / N, add/remove; `cohort` is the expected
+      count and the mean's fixed denominator).
+    capacity: the most clients a round holds (Poisson draws beyond it are truncated);
+      `cohort` for fixed-size sampling.
   """
   config: PrivacyConfig
   num_clients: int
@@ -37,6 +43,16 @@ class Mechanism:
   rounds: int
   size: int
   noise_multiplier: float
+  sampling: str = "fixed"
+  capacity: int = 0
+
+  def __post_init__(self):
+    if not self.capacity:
+      object.__setattr__(self, "capacity", self.cohort)
+
+  @property
+  def poisson(self) -> bool:
+    return self.sampling == "poisson"
 
   # -- sizes --------------------------------------------------------------------
   @property
@@ -102,11 +118,25 @@ class Mechanism:
     `sum_sigma_levels`^2 in variance."""
     return self.sum_sigma_levels / math.sqrt(self.survivors)
 
+  def with_colluders(self, colluders: int) -> "Mechanism":
+    """The mechanism as `colluders` clients of the sum who share their noise with the
+    server see it: with distributed noise they subtract their own shares, leaving
+    (n - c) / n of the sum's variance, i.e. a noise multiplier z sqrt((n - c) / n) (the
+    shares themselves stay as drawn). Central noise is the server's own: colluding
+    clients remove none of it. Hand the result to the accountant."""
+    if self.config.noise != "distributed" or colluders <= 0:
+      return self
+    n = self.survivors
+    if colluders >= n:
+      raise ValueError(f"{colluders} colluders leave no honest share among {n}")
+    return dataclasses.replace(
+        self, noise_multiplier=self.noise_multiplier * math.sqrt((n - colluders) / n))
+
   # -- secure aggregation -----------------------------------------------------------
   @property
   def group(self) -> int:
     n = self.config.secagg_neighbors
-    return (n if n and n < self.cohort - 1 else self.cohort - 1) + 1
+    return (n if n and n < self.capacity - 1 else self.capacity - 1) + 1
 
   @property
   def threshold(self) -> int:
@@ -118,12 +148,40 @@ class Mechanism:
 
   @property
   def required_ring_bits(self) -> int:
-    return required_ring_bits(self.cohort, codes_center(self.config.bits),
+    return required_ring_bits(self.capacity, codes_center(self.config.bits),
                               self.sum_sigma_levels)
 
   @property
   def ring_bits(self) -> int:
     return self.config.ring_bits or self.required_ring_bits
+
+  @property
+  def sum_ring_bits(self) -> int:
+    """The ring the sum of integer vectors lives in: secure aggregation's, else int32's."""
+    return self.ring_bits if self.config.secagg else 32
+
+  # -- the chain ------------------------------------------------------------------
+  def privatizer(self) -> pv.Stage:
+    """The chain of stages a client runs on its flat update (and the server inverts on
+    the sum), in the order whose privacy argument `privatizers`' docstring gives:
+    mask, clip, central noise, quantize, distributed noise, secure aggregation. Each
+    stage is present only when the config turns it on; every hyper-parameter comes from
+    this object."""
+    cfg = self.config
+    stages = []
+    if self.keep < self.size:
+      stages.append(pv.random_mask(cfg.mask_ratio, self.size))
+    stages.append(pv.clip_l2(cfg.clip))
+    if cfg.noise == "central":
+      stages.append(pv.central_gaussian_noise(self.central_sigma))
+    if self.quantized:
+      stages.append(pv.stochastic_quantize(cfg.bits, cfg.clip, self.level_bound,
+                                           self.sum_ring_bits))
+    if cfg.noise == "distributed":
+      stages.append(pv.discrete_gaussian_noise(self.client_sigma))
+    if cfg.secagg:
+      stages.append(secagg.secure_aggregation(self.ring_bits))
+    return pv.chain(*stages)
 
   @property
   def uplink_value_bits(self) -> int:
@@ -145,9 +203,13 @@ class Mechanism:
         raise ConfigError("privacy.ring_bits", f"{cfg.ring_bits} bits can wrap: the sum of "
                           f"{self.cohort} clients' {cfg.bits}-bit codes plus 10 noise "
                           f"standard deviations needs {need} (or 0 to size it)")
-    elif self.quantized and self.cohort * (2 ** cfg.bits - 1) >= 2 ** 31:
-      raise ConfigError("privacy.bits", f"{self.cohort} clients' {cfg.bits}-bit codes "
+    elif self.quantized and self.capacity * (2 ** cfg.bits - 1) >= 2 ** 31:
+      raise ConfigError("privacy.bits", f"{self.capacity} clients' {cfg.bits}-bit codes "
                         "overflow an int32 sum")
+    if self.poisson and cfg.noise == "distributed":
+      raise ConfigError("client_sampling", "'poisson' with distributed noise is not "
+                        "implemented (each share's sigma would depend on the round's "
+                        "cohort size): use central noise, or fixed-size sampling")
     if self.noisy and not self.noise_multiplier > 0:
       raise ConfigError("privacy.noise_multiplier", "must be > 0 when noise is on")
     if cfg.noise == "distributed" and self.client_sigma < 0.5:
@@ -160,6 +222,8 @@ class Mechanism:
     out = {"privacy_keep": self.keep, "privacy_l2_bound": self.l2_bound,
            "privacy_noise_multiplier": self.noise_multiplier,
            "privacy_uplink_value_bits": self.uplink_value_bits}
+    if self.poisson:
+      out["privacy_capacity"] = self.capacity
     if self.config.noise == "distributed":
       out["privacy_client_sigma_levels"] = self.client_sigma
     if self.config.secagg:
@@ -169,13 +233,14 @@ class Mechanism:
 
 
 def make_mechanism(cfg: PrivacyConfig, *, num_clients: int, cohort: int, rounds: int,
-                   size: int) -> Mechanism:
+                   size: int, sampling: str = "fixed", capacity: int = 0) -> Mechanism:
   """Builds the mechanism; with `target_epsilon` calibrates z with the accountant first.
 
   Raises:
     ConfigError: the budget cannot be met or the ring cannot hold the sum.
   """
-  mech = Mechanism(cfg, num_clients, cohort, rounds, size, cfg.noise_multiplier)
+  mech = Mechanism(cfg, num_clients, cohort, rounds, size, cfg.noise_multiplier,
+                   sampling, capacity)
   if cfg.target_epsilon > 0:
     z = accounting.calibrate_noise_multiplier(mech)
     mech = dataclasses.replace(mech, noise_multiplier=z)

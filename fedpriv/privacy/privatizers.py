@@ -1,39 +1,57 @@
-"""Privatizers: what a client does to its update before it leaves, as optax-like pairs.
+"""Privatizers: the stages of the update-privacy chain, each a client transform plus its
+server inverse.
 
-A privatizer is `Privatizer(init, apply)`:
+A stage is `Stage(round_context, encode, decode)`, made by a small factory that closes
+over its hyper-parameters (the shape of optax's transformations and jax_privacy's
+privatizers):
 
-    state = p.init(update)
-    update, state = p.apply(update, state, key)
+    public = stage.round_context(key)                    # once per round, same for all
+    y = stage.encode(x, key, ClientContext(public, client_row))      # on each client
+    s = stage.decode(sum_of_y, key, ServerContext(public, server, count))  # on the sum
 
-made by a small factory that closes over its hyper-parameters; `chain(*stages)` runs
-stages in order and gives stage i the key `fold_in(key, i)`, so no two stages ever
-share randomness. All of them are pure, shape-preserving (except `random_mask`, which
-keeps k of d coordinates), and work under `jit` and `vmap`.
+`chain(*stages)` is itself a stage: `encode` runs the stages in order, `decode` runs
+their inverses in reverse order on the sum of what the clients sent, and stage i gets
+the key `fold_in(key, i)` (on the client, on the server and for the public round
+context alike), so no two stages ever share randomness. Every stage is pure, works
+under `jit` and `vmap`, and is stateless. A server inverse sees only the *sum* over
+clients, so each client transform is linear in what the server needs to undo (a
+scatter, an affine map of integer codes, ring masks that cancel) or is noise the
+server leaves in place. `Mechanism.privatizer()` (mechanism.py) builds the one chain a
+run uses from the config, and `PrivateUplink` (uplink.py) runs it: adding a stage
+means writing its factory, adding it to `Mechanism.privatizer()`, and testing it.
 
 The order fedpriv runs them in, and why the DP guarantee holds for that order
 -----------------------------------------------------------------------------
 For one client with update x in R^d:
 
-  1. `random_mask(p)`: keep k = round((1-p) d) coordinates, scale them by d/k (unbiased:
-     each coordinate is kept with probability k/d). The rescaling can grow the norm by
-     up to d/k, so nothing before this point bounds the sensitivity.
-  2. `clip_l2(C)`: ||y||_2 <= C for what is actually sent. Clipping *after* the mask is
-     what makes C a bound on the released vector.
-  3. `stochastic_quantize(bits, C)`: 2^b levels evenly spaced over [-C, C] (the range is
-     fixed by the clip bound, never by the data: |y_i| <= ||y||_2 <= C). Unbiased
-     randomized rounding to a neighbouring level. With DP noise, the conditional
-     variant (`conditional_rounding`) re-draws the rounding while the centred integer
-     codes' norm exceeds a fixed bound Delta (Kairouz, Liu & Steinke 2021's bound
+  1. `random_mask(p, d)`: keep k = round((1-p) d) coordinates, scale them by d/k
+     (unbiased: each coordinate is kept with probability k/d). The kept coordinates
+     come from the public round key, the same for every client, so the server's
+     inverse scatters the k summed values back. The rescaling can grow the norm by up
+     to d/k, so nothing before this point bounds the sensitivity.
+  2. `clip_l2(C)`: ||y||_2 <= C for what is actually sent (zeros when the norm is not
+     finite). Clipping *after* the mask is what makes C a bound on the released vector.
+  3. `central_gaussian_noise(sigma)` (central noise only): nothing on the client; the
+     server adds N(0, sigma^2) to the float sum. It sits before the quantizer in the
+     chain because inverses run in reverse: its server part runs after the quantizer's
+     inverse has turned integer codes back into floats.
+  4. `stochastic_quantize(bits, C, Delta, ring_bits)`: 2^b levels evenly spaced over
+     [-C, C] (the range is fixed by the clip bound, never by the data: |y_i| <= ||y||_2
+     <= C). Unbiased randomized rounding to a neighbouring level. With DP noise the
+     conditional variant re-draws the rounding while the centred integer codes' norm
+     exceeds a fixed bound Delta (Kairouz, Liu & Steinke 2021's bound
      sqrt(c^2 + k/4 + sqrt(2 ln(1/beta)) (c + sqrt(k)/2)), c = C / step), and after a
      few tries falls back to rounding every code toward the centre, whose norm is at
-     most sqrt(c^2 + k/4) <= Delta. So ||codes||_2 <= Delta holds *deterministically*,
-     and Delta (in levels) is the per-client L2 sensitivity of everything after it.
-  4. Noise, calibrated to that bound: `gaussian_noise` (central: the server adds
-     N(0, (z Delta)^2) once to the sum) or `discrete_gaussian_noise` (distributed:
-     each of the n surviving clients adds N_Z(0, (z Delta)^2 / n) to its integer codes,
-     so the sum carries a sum of n discrete Gaussians). Quantizing *before* the noise
-     matters: quantizing noisy values would be post-processing only for the central
-     mechanism, and distributed shares must be integers for the ring.
+     most sqrt(c^2 + k/4) <= Delta. So ||codes - centre||_2 <= Delta holds
+     *deterministically*, and Delta (in levels) is the per-client L2 sensitivity of
+     everything after it. The server's inverse removes n centres from the sum of n
+     clients' codes (exactly, in the ring the sum lives in) and scales by the step.
+  5. `discrete_gaussian_noise(s)` (distributed noise only): each of the n surviving
+     clients adds N_Z(0, s^2) to its integer codes, so the sum carries a sum of n
+     discrete Gaussians; the server leaves it there. Quantizing *before* the noise
+     matters: distributed shares must be integers for the ring.
+  6. `secagg.secure_aggregation(ring_bits)`: the codes as ring elements plus pairwise
+     and self masks that cancel in the sum (fedpriv/privacy/secagg.py).
 
 Everything after the noise (secure aggregation's masks, the ring, the server's
 decoding) is post-processing of the noisy sum. What the accountant assumes about that
@@ -48,30 +66,77 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-
-class Privatizer(NamedTuple):
-  """An optax-like pair: `init(update) -> state`, `apply(update, state, key)`."""
-  init: Callable[[Any], Any]
-  apply: Callable[[Any, Any, jax.Array], tuple[Any, Any]]
+from fedpriv.privacy import ring
 
 
-class EmptyState(NamedTuple):
-  """State of a stateless stage."""
+class ClientContext(NamedTuple):
+  """What a stage's client transform sees besides the update.
+
+  Attributes:
+    round: the stage's public per-round value (from its `round_context`).
+    client: the client's row of `Cohort.context` (secure aggregation's mask inputs), or
+      None.
+  """
+  round: Any = None
+  client: Any = None
 
 
-class ClipState(NamedTuple):
-  """The norm the last `apply` saw before clipping (for diagnostics)."""
-  norm: jax.Array
+class ServerContext(NamedTuple):
+  """What a stage's server inverse sees besides the sum.
+
+  Attributes:
+    round: the stage's public per-round value (from its `round_context`).
+    server: the server's context of the round (secure aggregation's rebuilt seeds), or
+      None.
+    count: how many clients' vectors are in the sum (float32 scalar).
+  """
+  round: Any = None
+  server: Any = None
+  count: Any = 1.0
 
 
-class QuantizeState(NamedTuple):
-  """How many conditional-rounding draws the last `apply` needed (0 = fallback used)."""
-  tries: jax.Array
+def _no_round_context(key):
+  del key
 
 
-def _empty(update) -> EmptyState:
-  del update
-  return EmptyState()
+def _identity(x, key, ctx):
+  del key, ctx
+  return x
+
+
+class Stage(NamedTuple):
+  """A client transform and its server inverse (see the module docstring)."""
+  round_context: Callable[[jax.Array], Any]
+  encode: Callable[[Any, jax.Array, ClientContext], Any]
+  decode: Callable[[Any, jax.Array, ServerContext], Any]
+
+
+def stage(encode=_identity, decode=_identity, round_context=_no_round_context) -> Stage:
+  """A `Stage` whose missing parts are the identity (and no round context)."""
+  return Stage(round_context, encode, decode)
+
+
+def chain(*stages: Stage) -> Stage:
+  """Runs `stages` in order on the client and their inverses in reverse on the server;
+  stage i gets `fold_in(key, i)` everywhere (its own randomness)."""
+
+  def round_context(key):
+    return tuple(s.round_context(jax.random.fold_in(key, i)) for i, s in enumerate(stages))
+
+  def encode(x, key, ctx=ClientContext()):
+    public = ctx.round if ctx.round is not None else (None,) * len(stages)
+    for i, s in enumerate(stages):
+      x = s.encode(x, jax.random.fold_in(key, i), ClientContext(public[i], ctx.client))
+    return x
+
+  def decode(total, key, ctx=ServerContext()):
+    public = ctx.round if ctx.round is not None else (None,) * len(stages)
+    for i in reversed(range(len(stages))):
+      total = stages[i].decode(total, jax.random.fold_in(key, i),
+                               ServerContext(public[i], ctx.server, ctx.count))
+    return total
+
+  return Stage(round_context, encode, decode)
 
 
 def global_norm(tree) -> jax.Array:
@@ -79,24 +144,22 @@ def global_norm(tree) -> jax.Array:
                       for x in jax.tree.leaves(tree)))
 
 
-def chain(*stages: Privatizer) -> Privatizer:
-  """Runs `stages` in order; stage i gets `fold_in(key, i)`, its own randomness."""
-
-  def init(update):
-    return tuple(s.init(update) for s in stages)
-
-  def apply(update, state, key):
-    new_state = []
-    for i, (stage, st) in enumerate(zip(stages, state)):
-      update, st = stage.apply(update, st, jax.random.fold_in(key, i))
-      new_state.append(st)
-    return update, tuple(new_state)
-
-  return Privatizer(init, apply)
+def zero_if_not_finite(tree):
+  """The tree itself when every value is finite, else zeros of the same shape: a client
+  whose update overflowed or diverged sends a zero update (and still counts)."""
+  leaves = jax.tree.leaves(tree)
+  if not leaves:
+    return tree
+  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+  return jax.tree.map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), tree)
 
 
-def clip_l2(clip: float) -> Privatizer:
+def clip_l2(clip: float) -> Stage:
   """Scales the whole update so its global L2 norm is at most `clip`.
+
+  An update whose norm is not finite (NaN or Inf entries, or entries so large that the
+  float32 sum of squares overflows) becomes zeros, so the bound holds for every input.
+  The server's inverse is the identity.
 
   Args:
     clip: the bound C (> 0).
@@ -104,17 +167,20 @@ def clip_l2(clip: float) -> Privatizer:
   if not clip > 0:
     raise ValueError(f"clip must be > 0, got {clip}")
 
-  def init(update):
-    del update
-    return ClipState(jnp.zeros((), jnp.float32))
-
-  def apply(update, state, key):
-    del state, key
+  def encode(update, key, ctx):
+    del key, ctx
     norm = global_norm(update)
-    factor = jnp.minimum(1.0, clip / jnp.maximum(norm, 1e-30))
-    return jax.tree.map(lambda x: (x * factor).astype(x.dtype), update), ClipState(norm)
+    factor = jnp.where(jnp.isfinite(norm), jnp.minimum(1.0, clip / jnp.maximum(norm, 1e-30)),
+                       0.0)
+    # where, not a product: 0 * Inf is NaN.
+    return jax.tree.map(
+        lambda x: jnp.where(jnp.isfinite(norm), x * factor, 0.0).astype(x.dtype), update)
 
-  return Privatizer(init, apply)
+  return stage(encode)
+
+
+# ---------------------------------------------------------------------------------
+# Masking: k of d coordinates, chosen by the public round key.
 
 
 def mask_indices(key: jax.Array, size: int, keep: int) -> jax.Array:
@@ -147,14 +213,15 @@ def kept_count(size: int, ratio: float) -> int:
   return max(1, min(size, int(round((1.0 - ratio) * size))))
 
 
-def random_mask(ratio: float, size: int) -> Privatizer:
+def random_mask(ratio: float, size: int) -> Stage:
   """Keeps k = round((1-ratio) size) random coordinates of a flat vector, scaled by size/k.
 
-  The output has shape `[k]` (the coordinates `mask_indices(key, size, k)` in order);
-  `unmask` scatters it back. Every coordinate is kept with probability k/size, so
-  `unmask(apply(x))` is an unbiased estimate of x. Give every client of a round the
-  same key (a public round key) and the sum over clients is over the same coordinates,
-  so only k values per client need to travel, also behind secure aggregation.
+  The round context is the k kept coordinates, `mask_indices(key, size, k)` for the
+  public round key, so every client of a round keeps the same ones and the sum over
+  clients is over the same coordinates: only k values per client travel, also behind
+  secure aggregation. The client sends the `[k]` values; the server's inverse scatters
+  the summed `[k]` back into a `[size]` vector (zeros elsewhere). Every coordinate is
+  kept with probability k/size, so `decode(encode(x))` is an unbiased estimate of x.
 
   Args:
     ratio: p in [0, 1), the fraction dropped.
@@ -165,17 +232,18 @@ def random_mask(ratio: float, size: int) -> Privatizer:
   keep = kept_count(size, ratio)
   scale = size / keep
 
-  def apply(update, state, key):
-    idx = mask_indices(key, size, keep)
-    return update[idx] * jnp.asarray(scale, update.dtype), state
+  def round_context(key):
+    return mask_indices(key, size, keep)
 
-  return Privatizer(_empty, apply)
+  def encode(update, key, ctx):
+    del key
+    return update[ctx.round] * jnp.asarray(scale, update.dtype)
 
+  def decode(total, key, ctx):
+    del key
+    return jnp.zeros((size,), total.dtype).at[ctx.round].set(total)
 
-def unmask(values: jax.Array, key: jax.Array, size: int) -> jax.Array:
-  """The inverse placement of `random_mask` with the same key: zeros elsewhere."""
-  idx = mask_indices(key, size, values.shape[0])
-  return jnp.zeros((size,), values.dtype).at[idx].set(values)
+  return stage(encode, decode, round_context)
 
 
 # ---------------------------------------------------------------------------------
@@ -217,6 +285,24 @@ def dequantize(codes: jax.Array, bits: int, bound: float) -> jax.Array:
   return -bound + codes.astype(jnp.float32) * quantizer_step(bits, bound)
 
 
+def dequantize_sum(total: jax.Array, count, bits: int, bound: float,
+                   ring_bits: int = 32) -> jax.Array:
+  """The float sum that `count` clients' codes (plus integer noise) stand for.
+
+  `total` is the sum of the clients' integer vectors in Z_(2^ring_bits) (uint32 ring
+  elements, or an int32 sum, which wraps modulo 2^32). The `count` centres are removed
+  in the ring, where it is exact, before the result is read as a signed integer: the
+  centred sum is what the ring is sized to hold (`secagg.required_ring_bits`), the
+  uncentred one may not fit.
+  """
+  raw = total if total.dtype == jnp.uint32 else lax.bitcast_convert_type(
+      total.astype(jnp.int32), jnp.uint32)
+  twice_offset = jnp.asarray(count).astype(jnp.uint32) * jnp.uint32(2 ** bits - 1)  # 2 n c
+  shifted = ring.from_ring(raw - twice_offset // 2, ring_bits)
+  centred = shifted.astype(jnp.float32) - (twice_offset % 2).astype(jnp.float32) / 2
+  return centred * jnp.float32(quantizer_step(bits, bound))
+
+
 def rounding_norm_bound(clip: float, bits: int, size: int, beta: float = 1e-4) -> float:
   """The bound Delta (in levels) that `conditional_codes` enforces on centred codes.
 
@@ -239,11 +325,13 @@ def conditional_codes(x: jax.Array, key: jax.Array, bits: int, bound: float,
   |code - center| <= max(|u - center|, 1/2) per coordinate, so a squared norm of at
   most ||x / step||^2 + k/4 <= norm_bound^2 whenever ||x||_2 <= bound and
   `norm_bound` comes from `rounding_norm_bound`. (Near-unbiased: the condition fails
-  with probability <= beta per draw.)
+  with probability <= beta per draw.) A non-finite x becomes the zero vector first, so
+  the bound holds for every input.
 
   Returns:
     `(codes int32, tries_used)` with tries_used = 0 when the fallback was taken.
   """
+  x = zero_if_not_finite(x)
   u = _scaled(x, bits, bound)
   center = codes_center(bits)
   limit = jnp.float32(norm_bound) ** 2
@@ -270,91 +358,130 @@ def conditional_codes(x: jax.Array, key: jax.Array, bits: int, bound: float,
   return codes, jnp.where(ok, attempts, 0)
 
 
-def stochastic_quantize(bits: int, bound: float) -> Privatizer:
-  """Unbiased b-bit stochastic quantization over [-bound, bound] (returns the values).
+def stochastic_quantize(bits: int, bound: float, norm_bound: float | None = None,
+                        ring_bits: int = 32) -> Stage:
+  """Unbiased b-bit stochastic quantization of a flat vector over [-bound, bound].
 
-  Exactly 2^b levels, `-bound + j * step` for j in [0, 2^b - 1]; the range is fixed by
-  `bound` (the clip bound), never taken from the data.
+  The client sends int32 codes in [0, 2^b - 1]: exactly 2^b levels, code j standing for
+  `-bound + j * step`; the range is fixed by `bound` (the clip bound), never taken from
+  the data. With `norm_bound` the rounding is conditional (`conditional_codes`), so
+  ||codes - centre||_2 <= norm_bound always. The server's inverse (`dequantize_sum`)
+  turns the sum of the clients' codes, read in Z_(2^ring_bits), back into the float
+  sum (`count` from the server context).
+
+  Args:
+    bits: b in [1, 24].
+    bound: the range [-bound, bound] (the clip bound).
+    norm_bound: Delta in levels for conditional rounding, or None.
+    ring_bits: the ring the sum of codes lives in (32: a plain int32 sum).
   """
   if not 1 <= bits <= 24:
     raise ValueError(f"bits must be in [1, 24], got {bits}")
 
-  def apply(update, state, key):
-    leaves, treedef = jax.tree.flatten(update)
-    out = [dequantize(quantize_codes(x, jax.random.fold_in(key, i), bits, bound), bits,
-                      bound).astype(x.dtype) for i, x in enumerate(leaves)]
-    return jax.tree.unflatten(treedef, out), state
-
-  return Privatizer(_empty, apply)
-
-
-def quantize_to_codes(bits: int, bound: float, norm_bound: float | None) -> Privatizer:
-  """Flat vector -> int32 codes in [0, 2^b - 1] (conditional when `norm_bound` is set)."""
-
-  def init(update):
-    del update
-    return QuantizeState(jnp.ones((), jnp.int32))
-
-  def apply(update, state, key):
-    del state
+  def encode(update, key, ctx):
+    del ctx
     if norm_bound is None:
-      return quantize_codes(update, key, bits, bound), QuantizeState(jnp.ones((), jnp.int32))
-    codes, tries = conditional_codes(update, key, bits, bound, norm_bound)
-    return codes, QuantizeState(tries)
+      return quantize_codes(update, key, bits, bound)
+    return conditional_codes(update, key, bits, bound, norm_bound)[0]
 
-  return Privatizer(init, apply)
+  def decode(total, key, ctx):
+    del key
+    return dequantize_sum(total, ctx.count, bits, bound, ring_bits)
+
+  return stage(encode, decode)
 
 
 # ---------------------------------------------------------------------------------
 # Noise.
 
 
-def gaussian_noise(stddev: float) -> Privatizer:
-  """Adds N(0, stddev^2) to every coordinate (the central mechanism's noise)."""
+def central_gaussian_noise(stddev: float) -> Stage:
+  """The server adds N(0, stddev^2) to every coordinate of the (float) sum; the client
+  does nothing. Works on pytrees, keeping each leaf's dtype."""
   if not stddev >= 0:
     raise ValueError(f"stddev must be >= 0, got {stddev}")
 
-  def apply(update, state, key):
-    leaves, treedef = jax.tree.flatten(update)
-    out = [x + (stddev * jax.random.normal(jax.random.fold_in(key, i), x.shape,
-                                           jnp.float32)).astype(x.dtype)
-           for i, x in enumerate(leaves)]
-    return jax.tree.unflatten(treedef, out), state
+  def decode(total, key, ctx):
+    del ctx
+    leaves, treedef = jax.tree.flatten(total)
+    if len(leaves) == 1:  # the production path: one flat vector, one key
+      keys = [key]
+    else:
+      keys = [jax.random.fold_in(key, i) for i in range(len(leaves))]
+    out = [x + (stddev * jax.random.normal(k, x.shape, jnp.float32)).astype(x.dtype)
+           for x, k in zip(leaves, keys)]
+    return jax.tree.unflatten(treedef, out)
 
-  return Privatizer(_empty, apply)
+  return stage(decode=decode)
+
+
+def exponential_from_bits(hi: jax.Array, lo: jax.Array) -> jax.Array:
+  """E = -log(u) ~ Exp(1) from two uint32 words, u = (hi 2^32 + lo + 1) / 2^64.
+
+  u is uniform on a grid of 2^-64 over (0, 1] and is formed in float32 with a relative
+  error below 2^-23 at every scale (float32 keeps 24 significant bits down to 1e-38),
+  so E is accurate to about 4e-6 in absolute terms all the way to its largest value,
+  64 ln 2 = 44.36. (A float32 uniform, on a 2^-23 grid, stops at 15.9 and is coarse
+  well before that: P(E > 12) = 6e-6 would be carried by 51 grid points.)
+  """
+  u = (hi.astype(jnp.float32) + (lo.astype(jnp.float32) + 1.0) * 2.0 ** -32) * 2.0 ** -32
+  return jnp.maximum(-jnp.log(u), 0.0)  # u can round to 1 + 2^-24
+
+
+def _exponential(key, shape):
+  words = jax.random.bits(key, (2,) + tuple(shape), jnp.uint32)
+  return exponential_from_bits(words[0], words[1])
 
 
 def sample_discrete_gaussian(key: jax.Array, shape, sigma: float) -> jax.Array:
   """Samples N_Z(0, sigma^2), P(y) proportional to exp(-y^2 / (2 sigma^2)) on the integers.
 
-  Canonne, Kamath & Steinke (2020), Algorithm 3: propose Y from the discrete Laplace
-  with scale t = floor(sigma) + 1 (a difference of two geometric variables), accept
-  with probability exp(-(|Y| - sigma^2/t)^2 / (2 sigma^2)), and repeat, with fresh
-  draws, until every coordinate has accepted. Every coordinate first gets
-  `_FIRST_PROPOSALS` proposals at once; the few that accepted none are compacted into
-  a small buffer that loops until done (and a full loop catches an overflowing
-  buffer), so the cost is a few proposals per coordinate, not the maximum over all
-  coordinates. The result is exact up to float32 arithmetic in the geometric and
-  acceptance draws (a deployment would use their exact integer sampler).
+  Canonne, Kamath & Steinke (2020), Algorithm 3, with floating-point parts:
+  propose Y from the discrete Laplace with scale t = floor(sigma) + 1 (P(y) prop. to
+  exp(-|y|/t)), accept with probability exp(-gamma), gamma = (|Y| - sigma^2/t)^2 /
+  (2 sigma^2), and repeat with fresh draws until every coordinate has accepted.
+
+  * The proposal: |Y| = t K + U with K = floor(E), E ~ Exp(1) (`exponential_from_bits`:
+    P(K >= k) = e^-k) and U = floor(t F), F ~ Exp(1) truncated to [0, 1) by inversion,
+    so P(U = u) is prop. to exp(-u/t); a random sign, and the draw (sign -, |Y| = 0)
+    is rejected, which makes Y exactly discrete-Laplace distributed.
+  * The acceptance: accept iff E' > gamma for a fresh E' ~ Exp(1), since
+    P(E' > gamma) = exp(-gamma), without ever comparing a uniform with a tiny number.
+
+  This is NOT an exact sampler (CKS's is, with rational arithmetic only): the parts use
+  float32. What that costs, and what the tests check (tests/test_privatizers.py):
+  every exponential is accurate to about 4e-6 in absolute terms up to 44.36, so each
+  acceptance probability is within a relative 1e-5 of exp(-gamma), and the proposal's
+  atom boundaries are off by at most about t * 2e-7 of an atom; an atom with
+  gamma > 44.36 (beyond about sigma + 9.4 sigma) is never output, whose total true
+  probability is below 1e-21. (A float32 uniform compared with exp(-gamma) instead, as
+  before, is off by 4% at 8 sigma and gives no mass at all beyond about 11 sigma.)
+
+  The loop: every coordinate first gets `_FIRST_PROPOSALS` proposals at once; the few
+  that accepted none are compacted into a small buffer that loops until all have
+  accepted, and a loop over everything catches an overflowing buffer. The loops end
+  with probability 1 and nothing is truncated by them (acceptance is about 0.7 per
+  proposal, so the buffer's loop runs about log(n)/1.2 times for n coordinates); all
+  shapes are static, so it works under `jit` and `vmap`.
   """
   if sigma <= 0:
     return jnp.zeros(shape, jnp.int32)
   t = math.floor(sigma) + 1
   s2 = float(sigma) ** 2
   n = math.prod(shape)
+  f_top = 1.0 - math.exp(-1.0)  # F = -log(1 - v f_top), v in [0, 1): F in [0, 1)
 
   def propose(k, size):
-    k1, k2, k3 = jax.random.split(k, 3)
-
-    def geometric(kk):  # failures before the first success, P(success) = 1 - exp(-1/t)
-      u = jax.random.uniform(kk, size, jnp.float32, minval=jnp.finfo(jnp.float32).tiny,
-                             maxval=1.0)
-      return jnp.floor(-t * jnp.log(u))
-
-    y = geometric(k1) - geometric(k2)
-    accept = jax.random.uniform(k3, size) < jnp.exp(-jnp.square(jnp.abs(y) - s2 / t) /
-                                                      (2.0 * s2))
-    return y, accept
+    k_e, k_f, k_acc = jax.random.split(k, 3)
+    whole = jnp.floor(_exponential(k_e, size))
+    bits = jax.random.bits(k_f, size, jnp.uint32)
+    v = (bits >> 8).astype(jnp.float32) * 2.0 ** -24  # 24 bits, in [0, 1)
+    negative = (bits & 1) == 1
+    frac = jnp.minimum(jnp.floor(-t * jnp.log1p(-v * f_top)), t - 1)
+    magnitude = t * whole + frac
+    gamma = jnp.square(magnitude - s2 / t) / (2.0 * s2)
+    accept = (_exponential(k_acc, size) > gamma) & ~(negative & (magnitude == 0))
+    return jnp.where(negative, -magnitude, magnitude), accept
 
   def loop(k0, out, done):
     def body(state):
@@ -369,7 +496,7 @@ def sample_discrete_gaussian(key: jax.Array, shape, sigma: float) -> jax.Array:
   first = jnp.argmax(acc, axis=0)
   out = jnp.take_along_axis(ys, first[None], axis=0)[0]
   done = acc.any(axis=0)
-  cap = min(n, n // 8 + 64)  # ~6% of coordinates reject twice (acceptance ~0.76)
+  cap = min(n, n // 8 + 64)  # ~9% of coordinates reject twice (acceptance ~0.7)
   (slots,) = jnp.nonzero(~done, size=cap, fill_value=n)
   in_use = slots < n
   slot_out, slot_done = loop(jax.random.fold_in(key, 1), jnp.zeros((cap,), jnp.float32),
@@ -383,12 +510,14 @@ def sample_discrete_gaussian(key: jax.Array, shape, sigma: float) -> jax.Array:
 _FIRST_PROPOSALS = 2
 
 
-def discrete_gaussian_noise(sigma: float) -> Privatizer:
-  """Adds N_Z(0, sigma^2) to integer codes (one client's share of distributed noise)."""
+def discrete_gaussian_noise(sigma: float) -> Stage:
+  """Each client adds N_Z(0, sigma^2) to its integer codes (its share of distributed
+  noise); the server leaves the summed noise in place."""
   if not sigma >= 0:
     raise ValueError(f"sigma must be >= 0, got {sigma}")
 
-  def apply(update, state, key):
-    return update + sample_discrete_gaussian(key, update.shape, sigma), state
+  def encode(update, key, ctx):
+    del ctx
+    return update + sample_discrete_gaussian(key, update.shape, sigma)
 
-  return Privatizer(_empty, apply)
+  return stage(encode)

@@ -50,6 +50,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jax import lax
 
+from fedpriv.privacy import privatizers
+from fedpriv.privacy.ring import from_ring, ring_mask, to_ring  # pylint: disable=unused-import
+
 PRIME = 2 ** 521 - 1            # a Mersenne prime; secrets (<= 256 bits) are field elements
 SHARE_BYTES = (PRIME.bit_length() + 7) // 8
 _RAW = serialization.Encoding.Raw
@@ -63,25 +66,30 @@ class SecAggError(RuntimeError):
 # Shamir secret sharing over GF(PRIME).
 
 
-def shamir_split(secret: int, xs, threshold: int) -> dict[int, int]:
-  """Shares of `secret` at the points `xs` (non-zero, distinct); any `threshold` rebuild it."""
-  if not 0 <= secret < PRIME:
+def shamir_split(secret: int, xs, threshold: int, prime: int = PRIME) -> dict[int, int]:
+  """Shares of `secret` at the points `xs` (non-zero, distinct); any `threshold` rebuild it.
+
+  The polynomial's other `threshold - 1` coefficients are uniform field elements from
+  the OS, so any `threshold - 1` shares are uniformly distributed whatever the secret
+  (tests/test_secagg.py checks this exhaustively over a small field).
+  """
+  if not 0 <= secret < prime:
     raise ValueError("secret must be a field element")
   if not 1 <= threshold <= len(xs):
     raise ValueError(f"threshold must be in [1, {len(xs)}], got {threshold}")
-  coeffs = [secret] + [secrets.randbelow(PRIME) for _ in range(threshold - 1)]
+  coeffs = [secret] + [secrets.randbelow(prime) for _ in range(threshold - 1)]
   shares = {}
   for x in xs:
-    if not 0 < x < PRIME:
+    if not 0 < x < prime:
       raise ValueError("share points must be non-zero field elements")
     y = 0
     for c in reversed(coeffs):  # Horner
-      y = (y * x + c) % PRIME
+      y = (y * x + c) % prime
     shares[x] = y
   return shares
 
 
-def shamir_combine(shares: dict[int, int], threshold: int) -> int:
+def shamir_combine(shares: dict[int, int], threshold: int, prime: int = PRIME) -> int:
   """Rebuilds the secret from at least `threshold` shares (Lagrange interpolation at 0)."""
   if len(shares) < threshold:
     raise SecAggError(f"{len(shares)} shares cannot rebuild a secret of threshold "
@@ -92,9 +100,9 @@ def shamir_combine(shares: dict[int, int], threshold: int) -> int:
     num, den = 1, 1
     for j, (xj, _) in enumerate(pts):
       if i != j:
-        num = num * (-xj) % PRIME
-        den = den * (xi - xj) % PRIME
-    secret = (secret + yi * num * pow(den, -1, PRIME)) % PRIME
+        num = num * (-xj) % prime
+        den = den * (xi - xj) % prime
+    secret = (secret + yi * num * pow(den, -1, prime)) % prime
   return secret
 
 
@@ -195,7 +203,8 @@ def pair_capacity(m: int, degree: int, dropouts: int) -> int:
 
 
 def run_setup(m: int, padded: int, degree: int, threshold: int, dropped, round_tag: int,
-              rng: np.random.Generator, capacity: int | None = None) -> RoundSetup:
+              rng: np.random.Generator, capacity: int | None = None,
+              slots: int | None = None) -> RoundSetup:
   """Runs steps 0, 1 and 3 of the protocol for `m` clients (positions 0..m-1).
 
   Args:
@@ -207,6 +216,8 @@ def run_setup(m: int, padded: int, degree: int, threshold: int, dropped, round_t
     round_tag: mixed into the mask seeds (the round number).
     rng: host generator for the neighbour graph.
     capacity: slots for rebuilt pair masks (default: exactly what this round needs).
+    slots: neighbour slots per client in `ClientMasks` (default: the most any client
+      has this round); fixed by a caller whose `m` varies, so shapes stay static.
 
   Raises:
     SecAggError: a survivor's b_u or a dropout's s key has fewer than t surviving
@@ -215,6 +226,10 @@ def run_setup(m: int, padded: int, degree: int, threshold: int, dropped, round_t
   dropped = tuple(sorted(set(int(d) for d in dropped)))
   graph = neighbour_graph(m, degree, rng)
   g_max = max(len(n) for n in graph) if m > 1 else 1
+  if slots is not None:
+    if slots < g_max:
+      raise ValueError(f"{g_max} neighbours do not fit {slots} slots")
+    g_max = slots
   up = np.zeros(m, np.int64)
   down = np.zeros(m, np.int64)
 
@@ -328,10 +343,6 @@ def run_setup(m: int, padded: int, degree: int, threshold: int, dropped, round_t
 # Ring arithmetic inside jit.
 
 
-def ring_mask(ring_bits: int) -> jnp.ndarray:
-  return jnp.uint32((1 << ring_bits) - 1) if ring_bits < 32 else jnp.uint32(0xFFFFFFFF)
-
-
 def prg(seed: jax.Array, size: int, ring_bits: int) -> jax.Array:
   """`size` pseudo-random elements of Z_(2^ring_bits) expanded from a 2 x uint32 seed."""
   key = jax.random.wrap_key_data(seed.astype(jnp.uint32), impl="threefry2x32")
@@ -351,20 +362,6 @@ def _signed_masks(acc, seeds, signs, ring_bits):
   return acc & ring_mask(ring_bits)
 
 
-def to_ring(values: jax.Array, ring_bits: int) -> jax.Array:
-  """Integers (int32, any sign) as elements of Z_(2^ring_bits)."""
-  return lax.bitcast_convert_type(values.astype(jnp.int32), jnp.uint32) & ring_mask(ring_bits)
-
-
-def from_ring(values: jax.Array, ring_bits: int) -> jax.Array:
-  """Ring elements as the integers in [-2^(k-1), 2^(k-1)) they stand for (int32)."""
-  v = values.astype(jnp.uint32) & ring_mask(ring_bits)
-  if ring_bits == 32:
-    return lax.bitcast_convert_type(v, jnp.int32)
-  vi = v.astype(jnp.int32)  # < 2^31: exact
-  return jnp.where(v >= jnp.uint32(1 << (ring_bits - 1)), vi + jnp.int32(-(1 << ring_bits)), vi)
-
-
 def mask_vector(ring_values: jax.Array, pair_seeds, pair_signs, self_seed,
                 ring_bits: int) -> jax.Array:
   """Step 2 for one client: y = x + PRG(b_u) + sum_v +-PRG(s_uv) in Z_(2^k)."""
@@ -377,6 +374,31 @@ def unmask_sum(total: jax.Array, server: ServerUnmask, ring_bits: int) -> jax.Ar
   self_signs = -server.self_active.astype(jnp.int32)
   out = _signed_masks(total.astype(jnp.uint32), server.self_seeds, self_signs, ring_bits)
   return _signed_masks(out, server.pair_seeds, -server.pair_signs, ring_bits)
+
+
+def secure_aggregation(ring_bits: int) -> privatizers.Stage:
+  """The chain's last stage: step 2 on the client, step 3's unmasking on the server.
+
+  The client's integer vector becomes a ring element plus its self mask and its pairwise
+  masks (`mask_vector`, with the client's `ClientMasks` row as its context); a client
+  that drops out after masking (`survived` False) sends zeros, i.e. nothing reaches the
+  sum. The server's inverse removes the survivors' self masks and the dropped clients'
+  pair masks (`unmask_sum`, with the round's `ServerUnmask`) and returns the sum of the
+  survivors' vectors as ring elements (uint32), which the quantizer's inverse reads.
+  """
+
+  def encode(values, key, ctx):
+    del key
+    masks = ctx.client
+    y = mask_vector(to_ring(values, ring_bits), masks.pair_seeds, masks.pair_signs,
+                    masks.self_seed, ring_bits)
+    return jnp.where(masks.survived, y, jnp.zeros_like(y))
+
+  def decode(total, key, ctx):
+    del key
+    return unmask_sum(total, ctx.server, ring_bits)
+
+  return privatizers.stage(encode, decode)
 
 
 def required_ring_bits(clients: int, max_abs: float, noise_std: float,

@@ -2,8 +2,12 @@
 
 `build(cfg, task, num_clients)` makes the `Mechanism` (calibrating the noise when
 `target_epsilon` is set), the `PrivateUplink` that applies it, and a `PrivacyReport`
-hook that writes `epsilon` on evaluated rounds and `delta`, `epsilon`, `epsilon_pld`
-and the ledger's bits per parameter into summary.json.
+hook that writes `epsilon` (against observers) and `epsilon_server_max` (against the
+server, for the client that took part most often so far) on evaluated rounds, and into
+summary.json `epsilons` (every claim with its threat model, relation, sampling,
+accountant and delta: `accounting.claims`), the headline `epsilon` / `delta` (the
+observer RDP claim, `epsilon_label` says so), `epsilon_simulation_only`, the most
+participations of any client, and the ledger's bits per parameter.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ import jax
 import numpy as np
 
 from fedpriv import keys as keylib
-from fedpriv.config import Config, ConfigError
+from fedpriv.config import Config, ConfigError, cohort_capacity
 from fedpriv.privacy import accounting, ledger
 from fedpriv.privacy.mechanism import Mechanism, make_mechanism
 from fedpriv.privacy.uplink import PrivateUplink, flat_size_and_unravel
@@ -26,9 +30,32 @@ class PrivacyReport:
   downlink_bits_per_param: float = 32.0
   totals: ledger.Totals = dataclasses.field(default_factory=ledger.Totals)
   secagg_seconds: list = dataclasses.field(default_factory=list)
+  participations: np.ndarray | None = None  # rounds each client took part in so far
+
+  def _count(self, client_ids, sampled) -> None:
+    if self.participations is None:
+      self.participations = np.zeros(self.mechanism.num_clients, np.int64)
+    ids = np.asarray(client_ids)[:int(sampled)]
+    np.add.at(self.participations, ids, 1)
+
+  @property
+  def max_participations(self) -> int:
+    return 0 if self.participations is None else int(self.participations.max())
+
+  def on_resume(self, exp, state, rnd):
+    """Rebuilds the participation counts: cohorts are a pure function of (seed, round)."""
+    del state
+    self.participations = None
+    algo, n = exp.algorithm, self.mechanism.num_clients
+    base = keylib.base_key(exp.cfg.seed)
+    sample = jax.jit(lambda b, r: algo.sample_cohort(b, r, n))
+    for r in range(1, rnd + 1):
+      cohort = sample(base, r)
+      self._count(cohort.client_ids, algo.sampled_count(cohort))
 
   def on_round(self, exp, state, metrics, rnd, evaluated):
     del exp, state
+    self._count(metrics["client_ids"], metrics["clients_sampled"])
     bits = ledger.round_bits(self.mechanism, self.downlink_bits_per_param,
                              metrics.get("sent"), metrics.get("secagg_uplink_bytes"),
                              metrics.get("secagg_downlink_bytes"))
@@ -38,6 +65,8 @@ class PrivacyReport:
     out = {}
     if evaluated:
       out["epsilon"] = accounting.epsilon(self.mechanism, rnd)
+      out["epsilon_server_max"] = accounting.server_epsilon(self.mechanism,
+                                                            self.max_participations)
       # The ledger so far: exact bits sent by all clients, up and down.
       out["uplink_bits_total"] = self.totals.uplink
       out["downlink_bits_total"] = self.totals.downlink
@@ -72,9 +101,15 @@ class PrivacyReport:
     del exp
     mech = self.mechanism
     rounds = int(state.round)
-    out = {"delta": mech.config.delta,
-           "epsilon": accounting.epsilon(mech, rounds),
-           "epsilon_pld": accounting.epsilon_pld(mech, rounds),
+    claims = accounting.claims(mech, rounds, self.max_participations)
+    head = claims[0]
+    out = {"epsilon": head["epsilon"], "delta": head["delta"],
+           "epsilon_label": (f"{head['name']}: against {head['threat_model']}; "
+                             f"{head['relation']}; {head['sampling']}; "
+                             f"{head['accountant']}; valid: {head['valid']}"),
+           "epsilon_simulation_only": bool(mech.config.reproducible_noise),
+           "epsilons": claims,
+           "privacy_max_participations": self.max_participations,
            **self.totals.per_param(mech.size), **mech.describe()}
     if self.secagg_seconds:
       out["secagg_seconds_per_round"] = float(np.median(self.secagg_seconds))
@@ -87,6 +122,8 @@ def build(cfg: Config, task, num_clients: int, downlink_bits_per_param: float = 
   params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
   size, unravel = flat_size_and_unravel(params)
   mech = make_mechanism(cfg.privacy, num_clients=num_clients,
-                        cohort=cfg.clients_per_round, rounds=cfg.rounds, size=size)
+                        cohort=cfg.clients_per_round, rounds=cfg.rounds, size=size,
+                        sampling=cfg.client_sampling,
+                        capacity=cohort_capacity(cfg, num_clients))
   uplink = PrivateUplink(mech, unravel, cfg.seed)
   return uplink, PrivacyReport(mech, downlink_bits_per_param)

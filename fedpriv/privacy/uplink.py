@@ -1,19 +1,25 @@
-"""`PrivateUplink`: FedAvg's uplink seam running the privatizer chain and secure aggregation.
+"""`PrivateUplink`: FedAvg's uplink seam running the privatizer chain.
 
-Per client (inside the jitted, vmapped round), on the flat update x = trained - start:
+The chain is `mechanism.privatizer()` (fedpriv/privacy/privatizers.py has the stages
+and the argument for their order): per client, inside the jitted, vmapped round, on
+the flat update x = trained - start,
 
-    v = random_mask(p)(x, public round key)        # k of d coordinates, scaled d/k
-    v = clip_l2(C)(v)
-    codes = quantize_to_codes(b, C, Delta)(v)     # conditional when noise follows
-    codes += discrete_gaussian_noise(s)(...)       # distributed noise only
-    y = secagg.mask_vector(codes in Z_2^k, ...)     # secure aggregation only
+    v = random_mask(p)        k of d coordinates (public round key), scaled d/k
+    v = clip_l2(C)            ||v|| <= C; zeros if the norm is not finite
+        central noise         nothing on the client
+    v = stochastic_quantize   int32 codes; conditional (||codes - c|| <= Delta) with noise
+    v += discrete Gaussian    distributed noise only
+    v = secure_aggregation    ring element + masks that cancel in the sum
 
-The server (decode) receives only the sum of what clients sent; behind secure
-aggregation that is the sum of masked ring vectors plus the seeds it rebuilt in the
-unmasking step (`ServerUnmask`), never a single client's vector. It decodes the sum,
-adds central noise if that is the mechanism, divides by the number of clients in the
-sum (public: who survived is known), scatters the k coordinates back and unflattens.
-Clients count equally (not by example count): the DP sum needs a per-client bound.
+and every message has one format, `{"vector": v, "count": 1 or 0}` (0 for a client
+that drops out of secure aggregation after masking). The server (decode) receives only
+the sum of the messages; it runs the stages' inverses in reverse order on the summed
+vector (unmask the ring, remove the codes' centres, add central noise, scatter the k
+coordinates back), divides by the count (public: who survived is known) and
+unflattens. Clients count equally, whatever their data or example count: the DP sum
+needs a per-client bound, and a client's place in the denominator must not depend on
+its data, so a client whose update is not finite sends the encoding of a zero update
+(under secure aggregation a masked zero vector, so the masks still cancel) and counts.
 
 Secure aggregation's key agreement and secret sharing are host-side Python
 (`prepare_round`, between sampling the cohort and the jitted round); the driver
@@ -22,6 +28,7 @@ calls it when an uplink has it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any, Callable
 
@@ -30,17 +37,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from fedpriv.config import secagg_threshold_count
 from fedpriv.fedavg import ClientResult, Cohort
 from fedpriv.privacy import secagg
 from fedpriv.privacy.mechanism import Mechanism
-from fedpriv.privacy.privatizers import (chain, clip_l2, codes_center, dequantize,
-                                         discrete_gaussian_noise, mask_indices,
-                                         quantize_to_codes, quantizer_step)
+from fedpriv.privacy.privatizers import ClientContext, ServerContext
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class PrivateUplink:
-  """Encodes clipped, masked, quantized, noised (and secure-aggregation masked) updates.
+  """Encodes updates with the mechanism's privatizer chain; decodes the sum with its
+  inverses.
 
   Attributes:
     mechanism: the run's privacy mechanism (sizes, bounds, noise).
@@ -51,6 +58,10 @@ class PrivateUplink:
   unravel: Callable[[jax.Array], Any]
   seed: int = 0
 
+  @functools.cached_property
+  def privatizer(self):
+    return self.mechanism.privatizer()
+
   @property
   def bits_per_param(self) -> float:
     """Bits per parameter of the vector alone (the ledger adds protocol overhead)."""
@@ -59,72 +70,40 @@ class PrivateUplink:
 
   # -- shared by all clients of a round ---------------------------------------------
   def round_context(self, params, key):
-    """Public per-round randomness: the kept coordinates (all clients use the same)."""
+    """Public per-round values of the stages (the kept coordinates: all clients use the
+    same)."""
     del params
-    m = self.mechanism
-    if m.keep == m.size:
-      return {}
-    return {"idx": mask_indices(key, m.size, m.keep)}
+    return self.privatizer.round_context(key)
 
-  def _client_chain(self):
+  def kept_coordinates(self, round_context):
+    """The flat coordinates clients send this round, or None when they send all."""
     m = self.mechanism
-    stages = [clip_l2(m.config.clip)]
-    if m.quantized:
-      stages.append(quantize_to_codes(m.config.bits, m.config.clip, m.level_bound))
-    if m.config.noise == "distributed":
-      stages.append(discrete_gaussian_noise(m.client_sigma))
-    return chain(*stages)
+    return None if m.keep == m.size else round_context[0]  # the chain's first stage
 
   # -- one client ---------------------------------------------------------------------
   def encode(self, result: ClientResult, key, context):
     round_ctx, client_ctx = context
-    m = self.mechanism
     delta = result.delta
     if result.visible is not None:
       delta = jax.tree.map(lambda d, v: d * v.astype(d.dtype), delta, result.visible)
     flat, _ = ravel_pytree(delta)
-    flat = flat.astype(jnp.float32)
-    if "idx" in round_ctx:
-      flat = flat[round_ctx["idx"]] * jnp.float32(m.mask_scale)
-    priv = self._client_chain()
-    out, _ = priv.apply(flat, priv.init(flat), key)
-    if not m.quantized:
-      return {"values": out, "count": jnp.ones((), jnp.float32)}
-    if not m.config.secagg:
-      return {"codes": out.astype(jnp.int32), "count": jnp.ones((), jnp.float32)}
-    masks = client_ctx
-    ring = secagg.to_ring(out, m.ring_bits)
-    y = secagg.mask_vector(ring, masks.pair_seeds, masks.pair_signs, masks.self_seed,
-                           m.ring_bits)
-    return {"masked": jnp.where(masks.survived, y, jnp.zeros_like(y))}
+    flat = flat.astype(jnp.float32)  # non-finite: the clip stage sends zeros
+    vector = self.privatizer.encode(flat, key, ClientContext(round_ctx, client_ctx))
+    sends = client_ctx.survived if self.mechanism.config.secagg else True
+    return {"vector": vector, "count": jnp.asarray(sends, jnp.float32)}
 
   # -- the server ---------------------------------------------------------------------
   def decode(self, total, params, key, context):
     del params
     round_ctx, server_ctx = context
+    count = total["count"]
+    s = self.privatizer.decode(total["vector"], key,
+                               ServerContext(round_ctx, server_ctx, count))
+    # Poisson sampling divides by the expected count: the drawn count differs between
+    # add/remove neighbours, so the released mean must not depend on it.
     m = self.mechanism
-    b = m.config.bits
-    if not m.quantized:
-      count = total["count"]
-      s = total["values"]
-    elif not m.config.secagg:
-      count = total["count"]
-      centred = total["codes"].astype(jnp.float32) - count * codes_center(b)
-      s = centred * jnp.float32(quantizer_step(b, m.config.clip))
-    else:
-      count = server_ctx.survivors
-      raw = secagg.unmask_sum(total["masked"], server_ctx, m.ring_bits)
-      twice_offset = count.astype(jnp.uint32) * jnp.uint32(2 ** b - 1)  # 2 n center
-      shifted = secagg.from_ring(raw - twice_offset // 2, m.ring_bits)
-      centred = shifted.astype(jnp.float32) - (twice_offset % 2).astype(jnp.float32) / 2
-      s = centred * jnp.float32(quantizer_step(b, m.config.clip))
-      count = count.astype(jnp.float32)
-    if m.config.noise == "central":
-      s = s + jnp.float32(m.central_sigma) * jax.random.normal(key, s.shape, jnp.float32)
-    mean = s / jnp.maximum(count, 1.0)
-    if "idx" in round_ctx:
-      mean = jnp.zeros((m.size,), jnp.float32).at[round_ctx["idx"]].set(mean)
-    return self.unravel(mean)
+    denom = jnp.float32(m.survivors) if m.poisson else jnp.maximum(count, 1.0)
+    return self.unravel(s / denom)
 
   # -- host side, between sampling and the jitted round ---------------------------------
   @property
@@ -146,9 +125,19 @@ class PrivateUplink:
     n = int(valid.sum())
     rng = np.random.default_rng([self.seed, 4, int(rnd)])
     dropped = rng.choice(n, size=m.dropouts, replace=False) if m.dropouts else []
+    threshold, slots = m.threshold, None
+    if m.poisson:  # a variable cohort (no dropouts): its own graph, fixed-shape slots
+      if n < 2:  # a lone client's "sum" is its vector: it does not send
+        n = 0
+      deg = m.config.secagg_neighbors
+      group = (deg if deg and deg < n - 1 else max(n - 1, 1)) + 1
+      threshold = min(max(n, 1), secagg_threshold_count(m.config.secagg_threshold, group))
+      slots = m.group - 1
     setup = secagg.run_setup(
-        n, valid.shape[0], m.config.secagg_neighbors, m.threshold, dropped, int(rnd), rng,
-        capacity=secagg.pair_capacity(n, m.config.secagg_neighbors, m.dropouts))
+        n, valid.shape[0], m.config.secagg_neighbors, threshold, dropped, int(rnd), rng,
+        capacity=secagg.pair_capacity(m.capacity if m.poisson else n,
+                                      m.config.secagg_neighbors, m.dropouts),
+        slots=slots)
     info = {"secagg_uplink_bytes": setup.uplink_bytes,
             "secagg_downlink_bytes": setup.downlink_bytes,
             "sent": np.asarray(setup.client.survived)[:n],

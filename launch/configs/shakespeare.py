@@ -23,6 +23,8 @@ def get_config(preset: str = "lstm") -> ml_collections.ConfigDict:
   c.partition = "natural"
   c.num_clients = 0          # every role with at least min_chars characters
   c.clients_per_round = 10
+  c.client_sampling = "fixed"  # or "poisson" (see fedpriv.config.Config)
+  c.client_capacity = 0  # poisson only: 0 = sized automatically
   c.rounds = 20
   c.dropout = 0.0  # fraction of each round's clients whose update never arrives
   c.local_epochs = 1

@@ -1,0 +1,136 @@
+"""Poisson sampling of clients: a variable cohort padded to a fixed capacity (one compile),
+truncation to the capacity, the mean divided by the expected count, and secure
+aggregation whose masks still cancel with padded slots."""
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import tiny_population, tiny_task
+from fedpriv import keys as keylib
+from fedpriv import train
+from fedpriv.config import Config, ConfigError, PrivacyConfig, cohort_capacity
+from fedpriv.fedavg import FedAvg
+from fedpriv.privacy import setup
+from fedpriv.schedule import poisson_clients
+from test_private_uplink import _dataset
+
+N, EXPECTED, CAPACITY = 10, 4, 8
+
+
+def test_each_client_is_sampled_independently_with_probability_q():
+  keys = jax.random.split(jax.random.key(0), 4000)
+  ids, count = jax.vmap(lambda k: poisson_clients(k, 50, 0.1, 50))(keys)
+  count = np.asarray(count)
+  assert abs(count.mean() - 5.0) < 0.15 and abs(count.var() - 4.5) < 0.5  # Binomial(50, .1)
+  hits = np.zeros(50)
+  for row, n in zip(np.asarray(ids), count):
+    assert np.all(np.diff(row[:n]) > 0) and np.all(row[n:] == 0)
+    hits[row[:n]] += 1
+  assert abs(hits / 4000 - 0.1).max() < 0.03  # no client favoured
+
+
+def test_a_draw_over_the_capacity_keeps_a_random_subset():
+  keys = jax.random.split(jax.random.key(1), 2000)
+  ids, count = jax.vmap(lambda k: poisson_clients(k, 20, 0.5, 5))(keys)
+  count, ids = np.asarray(count), np.asarray(ids)
+  assert count.max() == 5 and (count == 5).mean() > 0.9
+  hits = np.bincount(ids[count == 5].ravel(), minlength=20)
+  assert hits.min() > 0.6 * hits.mean()  # not the lowest ids first
+
+
+def algorithm(privacy=None, rounds=4, chunk=2):
+  cfg = Config(num_clients=N, clients_per_round=EXPECTED, rounds=rounds,
+               client_sampling="poisson", client_capacity=CAPACITY,
+               privacy=privacy or PrivacyConfig())
+  task = tiny_task()
+  kw, report = {}, None
+  if privacy is not None:
+    kw["uplink"], report = setup.build(cfg, task, N)
+  algo = FedAvg(task=task, client_optimizer=optax.sgd(0.1), server_optimizer=optax.sgd(1.0),
+                clients_per_round=EXPECTED, local_epochs=1, batch_size=4, chunk_size=chunk,
+                client_sampling="poisson", capacity=cohort_capacity(cfg, N), **kw)
+  return cfg, algo, report
+
+
+def run_rounds(algo, pop, rounds, base):
+  state = algo.init(algo.task.init(jax.random.key(0)), noise_key=jax.random.key(5))
+  prepare = getattr(algo.uplink, "prepare_round", None)
+  apply = jax.jit(chex.assert_max_traces(algo.apply, n=1))
+  counts = []
+  for rnd in range(1, rounds + 1):
+    cohort = algo.sample_cohort(base, rnd, N)
+    counts.append(int(cohort.valid.sum()))
+    server_ctx = None
+    if prepare is not None:
+      cohort, server_ctx, _ = prepare(cohort, rnd)
+    state, _ = apply(state, pop, cohort, base, server_ctx)
+  return state, counts
+
+
+def test_secure_aggregation_with_a_variable_cohort_decodes_exactly_the_plain_sum():
+  chex.clear_trace_counter()
+  pop = jax.tree.map(jnp.asarray, tiny_population([8, 5, 8, 7, 8, 6, 8, 8, 4, 8], seed=8))
+  q = dict(enabled=True, clip=0.5, bits=10, mask_ratio=0.3)
+  _, quant, _ = algorithm(PrivacyConfig(**q))
+  _, sec, _ = algorithm(PrivacyConfig(**q, secagg=True, secagg_neighbors=2))
+  base = keylib.base_key(3)
+  a, counts = run_rounds(quant, pop, 6, base)
+  chex.clear_trace_counter()
+  b, _ = run_rounds(sec, pop, 6, base)
+  assert len(set(counts)) > 1  # the cohort size did vary (and compiled once)
+  chex.assert_trees_all_equal(a.params, b.params)
+
+
+def test_the_mean_divides_by_the_expected_count_not_the_drawn_one():
+  pop = jax.tree.map(jnp.asarray, tiny_population([8] * N, seed=9))  # equal weights
+  cfg, plain, _ = algorithm(None)
+  _, private, _ = algorithm(PrivacyConfig(enabled=True, clip=1e6))
+  for seed in range(100):  # the first seed whose round-1 draw is not the expected count
+    base = keylib.base_key(seed)
+    cohort = plain.sample_cohort(base, 1, N)
+    n = int(cohort.valid.sum())
+    if n not in (0, EXPECTED):
+      break
+  assert n not in (0, EXPECTED)
+  start = plain.init(plain.task.init(jax.random.key(0)))
+  a, _ = plain.apply(start, pop, cohort, base)
+  b, _ = private.apply(private.init(private.task.init(jax.random.key(0))), pop, cohort, base)
+  step_plain = jax.tree.map(jnp.subtract, a.params, start.params)
+  step_private = jax.tree.map(jnp.subtract, b.params, start.params)
+  chex.assert_trees_all_close(step_private, jax.tree.map(lambda x: x * n / EXPECTED,
+                                                         step_plain), atol=1e-6)
+  del cfg
+
+
+def test_the_driver_runs_a_variable_cohort_with_one_compile(tmp_path):
+  pop = tiny_population([8] * N, seed=10)
+  cfg, algo, report = algorithm(PrivacyConfig(enabled=True, clip=0.5, noise="central",
+                                              noise_multiplier=1.0), rounds=4)
+  exp = train.Experiment(cfg, _dataset(pop), algo.task, algo, [report])
+  summary = train.run(exp, tmp_path, log=lambda *_: None)  # assert_max_traces(n=1) inside
+  assert summary["rounds"] == 4
+  claims = {c["name"]: c for c in summary["epsilons"]}
+  assert claims["observer_rdp"]["relation"] == "add/remove"
+  assert "Poisson" in claims["observer_rdp"]["sampling"]
+
+
+def test_capacity_is_sized_from_the_overflow_probability():
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  cfg = Config(num_clients=6000, clients_per_round=100, rounds=30, client_sampling="poisson")
+  cap = cohort_capacity(cfg, 6000)
+  assert stats.binom.sf(cap, 6001, 100 / 6000) * 30 <= 1e-12
+  assert stats.binom.sf(cap - 1, 6001, 100 / 6000) * 30 > 1e-12
+  assert cohort_capacity(Config(num_clients=6000, clients_per_round=100), 6000) == 100
+
+
+def test_poisson_with_distributed_noise_is_refused():
+  cfg = Config(num_clients=N, clients_per_round=EXPECTED, client_sampling="poisson",
+               privacy=PrivacyConfig(enabled=True, bits=8, secagg=True, noise="distributed",
+                                     noise_multiplier=1.0))
+  with pytest.raises(ConfigError, match="client_sampling: 'poisson' with distributed"):
+    setup.build(cfg, tiny_task(), N)
