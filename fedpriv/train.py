@@ -30,6 +30,7 @@ from fedpriv.data import FederatedDataset, load_dataset
 from fedpriv.evaluate import batch_eval_data, evaluate
 from fedpriv.fedavg import FedAvg, PlainDownlink, PlainUplink
 from fedpriv.models.registry import Task, make_task
+from fedpriv.schedule import steps_per_epoch
 from fedpriv.workdir import (PREEMPTED_EXIT, Preempted, StopRequests, Workdir,  # noqa: F401
                              WorkdirError, claim)
 
@@ -86,7 +87,8 @@ def build(cfg: Config) -> Experiment:
   data = load_dataset(cfg)
   example_shape = tuple(data.train.x.shape[2:])
   task = make_task(cfg.model, data.task, data.num_classes, example_shape,
-                   conv_impl=cfg.resolved_conv_impl)
+                   conv_impl=cfg.resolved_conv_impl, vocab=data.vocab)
+  local_steps = cfg.local_epochs * steps_per_epoch(data.train.max_examples, cfg.batch_size)
   # Data-flow order: what clients receive first; the uplink, the privacy ledger and the
   # hooks are built from it.
   downlink, fedqsn_hooks = PlainDownlink(), []
@@ -108,7 +110,7 @@ def build(cfg: Config) -> Experiment:
     state_hooks.append(algorithms.StateReport(rule.state_bytes(shapes)))
   algorithm = FedAvg(
       task=task,
-      client_optimizer=optimizers.client_optimizer(cfg),
+      client_optimizer=optimizers.client_optimizer(cfg, local_steps),
       server_optimizer=optimizers.server_optimizer(cfg),
       clients_per_round=cfg.clients_per_round,
       local_epochs=cfg.local_epochs,

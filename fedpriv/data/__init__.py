@@ -6,7 +6,7 @@ import dataclasses
 import numpy as np
 
 from fedpriv.config import Config, ConfigError
-from fedpriv.data import fashion_mnist, partition, shakespeare, tfds_images
+from fedpriv.data import fashion_mnist, partition, sentiment, shakespeare, tfds_images
 from fedpriv.data.client_data import (ClientData, EvalData, FederatedDataset, pack_clients,
                                       stack_eval)
 from fedpriv.data.fashion_mnist import DataNotFoundError
@@ -78,6 +78,35 @@ def _shakespeare_server_data(cfg: Config, plays: tuple[str, ...]) -> EvalData:
   return stack_eval(x, y)
 
 
+def _load_sentiment(cfg: Config) -> FederatedDataset:
+  """Movie-review sentences, tokenized for MiniLM, split into train/validation/test; the
+  training pool (less the server's share) is partitioned over the clients. The word
+  embedding is pruned to the word pieces of the corpus (`FederatedDataset.vocab`)."""
+  from fedpriv.models import minilm  # pylint: disable=import-outside-toplevel
+  try:
+    texts, y = sentiment.load_movies(cfg.data_dir or None, cfg.sentiment_labels)
+    ids = minilm.tokenize(texts, cfg.seq_len)
+  except (DataNotFoundError, minilm.WeightsNotFoundError) as e:
+    raise ConfigError("dataset", str(e)) from None
+  try:
+    tr, va, te = sentiment.split(len(y), cfg.test_fraction, cfg.validation_fraction, cfg.seed)
+  except ValueError as e:
+    raise ConfigError("test_fraction", str(e)) from None
+  if cfg.train_limit:
+    tr = tr[:cfg.train_limit]
+  if cfg.test_limit:
+    te, va = te[:cfg.test_limit], va[:cfg.test_limit]
+  vocab = minilm.used_vocabulary(ids[tr], ids[va], ids[te])
+  x_tr, x_va, x_te = (minilm.remap(ids[i], vocab) for i in (tr, va, te))
+  ds = _partition_images(cfg, "sentiment", x_tr, y[tr], x_te, y[te],
+                         sentiment.num_classes(cfg.sentiment_labels))
+  validation = stack_eval(x_va, y[va]) if len(va) else None
+  ds.info.update(validation_examples=int(len(va)), vocab_size=int(len(vocab)),
+                 seq_len=cfg.seq_len, labels=cfg.sentiment_labels,
+                 truncated=int((ids[:, -1] != minilm.PAD_ID).sum()))
+  return dataclasses.replace(ds, validation=validation, vocab=vocab)
+
+
 def load_dataset(cfg: Config) -> FederatedDataset:
   """Loads and partitions the dataset a config names.
 
@@ -94,6 +123,8 @@ def load_dataset(cfg: Config) -> FederatedDataset:
     except DataNotFoundError as e:
       raise ConfigError("dataset", str(e)) from None
     return _partition_images(cfg, "fashion_mnist", x, y, xt, yt, 10)
+  if cfg.dataset == "sentiment":
+    return _load_sentiment(cfg)
   if cfg.dataset == "shakespeare":
     try:
       client_plays, held_plays = _server_plays(cfg)

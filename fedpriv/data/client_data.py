@@ -67,6 +67,9 @@ class FederatedDataset:
       and from every client's and the server's data. A loader that has one sets it;
       where it is None, FedQSN's metrics carve a seeded share of `test` instead (see
       `fedqsn/hooks.py`).
+    vocab: for token ids taken from a pretrained model's larger vocabulary, the
+      original id of each id used here (`x` holds positions in `vocab`); None when
+      the ids are the model's own.
   """
   name: str
   train: ClientData
@@ -78,6 +81,7 @@ class FederatedDataset:
   info: dict = dataclasses.field(default_factory=dict)
   server: EvalData | None = None
   validation: EvalData | None = None
+  vocab: Any = None
 
   def select_clients(self, ids: Sequence[int]) -> "FederatedDataset":
     """The same dataset restricted to the clients `ids` (in that order)."""

@@ -65,7 +65,9 @@ def build(cfg: Config, data, downlink: FedQSNDownlink, private=None):
     if data.server is None:
       raise ConfigError("fedqsn.server_fraction", "pretraining needs server data; "
                         f"{cfg.dataset} gave the server none")
-    pre_cfg = dataclasses.replace(cfg, learning_rate=q.pretrain_learning_rate)
+    # Pretraining is one long run, not a client's round: a constant rate.
+    pre_cfg = dataclasses.replace(cfg, learning_rate=q.pretrain_learning_rate,
+                                  lr_schedule="constant", warmup_fraction=0.0)
     recipe = {"optimizer": cfg.client_optimizer, "learning_rate": q.pretrain_learning_rate,
               "momentum": cfg.client_momentum, "weight_decay": cfg.weight_decay}
     hooks.append(Pretrain(optimizers.client_optimizer(pre_cfg), q.pretrain_epochs,

@@ -15,6 +15,10 @@ leaves that are NF-quantized (the large weight matrices).
   (before the residual add). Quantized: the attention and MLP matrices (`query`, `key`,
   `value`, `attn_out`, `mlp_in`, `mlp_out` kernels); embeddings, biases, norms and the
   head stay full precision.
+- MiniLM / BERT (`minilm_spec`): the embedding output after its LayerNorm (units are the
+  `embed_norm` scale and bias entries), and each layer's `attn_out` and `ffn_out` outputs
+  (before the residual add); quantized: `query`, `key`, `value`, `attn_out`, `ffn_in`,
+  `ffn_out` kernels.
 
 Leaves are named by their '/'-joined path in the params dict (e.g. "fc1/kernel").
 """
@@ -120,9 +124,40 @@ def transformer_spec(params) -> ModelSpec:
   return spec
 
 
+_MINILM_QUANTIZED = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
+
+
+def minilm_spec(params) -> ModelSpec:
+  """The masked places of `models.minilm.SentenceClassifier` (BERT, post-LayerNorm).
+
+  13 groups for all-MiniLM-L6-v2: the embedding output after its LayerNorm (a unit is
+  one residual dimension: the `embed_norm` scale and bias entries that produce it), and
+  each layer's `attn_out` and `ffn_out` dense outputs (kernel columns and bias entries),
+  before the residual add and the LayerNorm that follows it. Quantized: the Q/K/V,
+  attention-output and both FFN kernels; the embeddings, biases, norms and the head stay
+  full precision.
+  """
+  enc = params["encoder"]
+  dim = int(enc["embed_norm"]["scale"].shape[-1])
+  groups = [("embed", dim)]
+  unit_leaves = [("encoder/embed_norm/scale", "embed"), ("encoder/embed_norm/bias", "embed")]
+  quantized = set()
+  layers = sorted((k for k in enc if k.startswith("layer")), key=lambda k: int(k[5:]))
+  for layer in layers:
+    for out in ("attn_out", "ffn_out"):
+      g = f"encoder/{layer}/{out}"
+      groups.append((g, int(enc[layer][out]["kernel"].shape[-1])))
+      unit_leaves += [(f"{g}/kernel", g), (f"{g}/bias", g)]
+    quantized |= {f"encoder/{layer}/{m}/kernel" for m in _MINILM_QUANTIZED}
+  spec = ModelSpec(tuple(groups), tuple(unit_leaves), frozenset(quantized))
+  spec.validate(params)
+  return spec
+
+
 SPECS: dict[str, Callable[[Any], ModelSpec]] = {
     "cnn": lambda params: dense_spec(params, head="fc2"),
     "transformer": transformer_spec,
+    "minilm": minilm_spec,
 }
 
 

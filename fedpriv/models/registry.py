@@ -1,13 +1,17 @@
 """Pairs a model with its loss: a `Task` is what local training and evaluation need."""
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import dataclasses
+
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from fedpriv.models import minilm
 from fedpriv.models.cnn import CNN
 from fedpriv.models.lstm import CharLSTM
 from fedpriv.models.transformer import CharTransformer
@@ -33,15 +37,20 @@ class Task(NamedTuple):
   model: nn.Module
   example_shape: tuple
   eval_model: nn.Module | None = None  # same params, formulated for forward-only use
+  input_dtype: Any = None  # default: int32 ids for next_token, float32 otherwise
+  # `pretrained(fresh_params) -> params`: the initial model from pretrained weights
+  # (what it does not cover, e.g. a new head, keeps its fresh initialisation).
+  pretrained: Callable[[Any], Any] | None = None
 
   def for_eval(self) -> "Task":
     """The task with its forward-only formulation (same parameters, same function)."""
     return self if self.eval_model is None else self._replace(model=self.eval_model)
 
   def init(self, key: jax.Array):
-    dummy = jnp.zeros((1,) + tuple(self.example_shape),
-                      jnp.int32 if self.kind == "next_token" else jnp.float32)
-    return self.model.init(key, dummy)["params"]
+    dtype = self.input_dtype or (jnp.int32 if self.kind == "next_token" else jnp.float32)
+    dummy = jnp.zeros((1,) + tuple(self.example_shape), dtype)
+    params = self.model.init(key, dummy)["params"]
+    return params if self.pretrained is None else self.pretrained(params)
 
   def apply(self, params, x):
     return self.model.apply({"params": params}, x)
@@ -63,18 +72,54 @@ class Task(NamedTuple):
     return loss_sum / jnp.maximum(count, 1.0), (loss_sum, correct, count)
 
 
+def minilm_task(num_classes: int, example_shape: tuple, vocab=None,
+                folder: str | None = None) -> Task:
+  """all-MiniLM-L6-v2 (pretrained encoder, fresh `num_classes`-way head) on token ids.
+
+  Args:
+    num_classes: classes of the head.
+    example_shape: `(seq_len,)`.
+    vocab: the original ids the data uses (`FederatedDataset.vocab`): the word
+      embedding keeps only these rows, in this order; None keeps all of them.
+    folder: the weights' folder (default: `minilm.model_dir()`).
+
+  Raises:
+    minilm.WeightsNotFoundError: the weights are not installed.
+  """
+  cfg, encoder = minilm.load_pretrained(folder)
+  if vocab is not None:
+    vocab = np.asarray(vocab)
+    if vocab.min() < 0 or vocab.max() >= cfg.vocab_size:
+      raise ValueError(f"vocab holds ids outside [0, {cfg.vocab_size})")
+    encoder = minilm.prune(encoder, vocab)
+    cfg = dataclasses.replace(cfg, vocab_size=len(vocab))
+  if example_shape[0] > cfg.max_positions:
+    raise ValueError(f"{example_shape[0]} tokens exceed max_positions={cfg.max_positions}")
+
+  def pretrained(params):
+    return {**params, "encoder": jax.tree.map(jnp.asarray, encoder)}
+
+  return Task("minilm", "classification", minilm.SentenceClassifier(cfg, num_classes),
+              tuple(example_shape), input_dtype=jnp.int32, pretrained=pretrained)
+
+
 def make_task(model: str, kind: str, num_classes: int, example_shape: tuple,
-              conv_impl: str = "im2col") -> Task:
+              conv_impl: str = "im2col", vocab=None) -> Task:
   """Builds a task.
 
   Args:
-    model: "cnn", "lstm" or "transformer".
+    model: "cnn", "lstm", "transformer" or "minilm" (pretrained, see `minilm_task`).
     kind: the dataset's task kind ("classification" or "next_token").
     num_classes: classes, or vocabulary size.
     example_shape: the shape of one input example.
     conv_impl: convolution formulation for training ("im2col" or "xla", see
       `fedpriv.models.layers`); evaluation always uses XLA's forward convolution.
+    vocab: "minilm" only: the pretrained ids the data's token ids stand for.
   """
+  if model == "minilm":
+    if kind != "classification":
+      raise ValueError(f"model 'minilm' does not fit a {kind} dataset")
+    return minilm_task(num_classes, example_shape, vocab)
   if model not in MODELS:
     raise ValueError(f"unknown model {model!r}; known: {sorted(MODELS)}")
   kinds, ctor = MODELS[model]
