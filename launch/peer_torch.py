@@ -24,22 +24,7 @@ from torch import nn
 
 from fedpriv.data import fashion_mnist
 from launch import many_clients as mc
-
-
-class CNN(nn.Module):
-  """McMahan et al.'s CNN (as launch/bench_torch.py)."""
-
-  def __init__(self):
-    super().__init__()
-    self.conv1 = nn.Conv2d(1, 32, 5, padding=2)
-    self.conv2 = nn.Conv2d(32, 64, 5, padding=2)
-    self.fc1 = nn.Linear(3136, 512)
-    self.fc2 = nn.Linear(512, 10)
-
-  def forward(self, x):
-    x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
-    x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
-    return self.fc2(torch.relu(self.fc1(x.flatten(1))))
+from launch.bench_torch import CNN  # McMahan et al.'s CNN, as in the pinned benchmark
 
 
 class SmallCNN(nn.Module):
