@@ -65,34 +65,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # --- fedpriv (runs in the project's venv, one measurement per subprocess) -------------
 
-def small_cnn_task():
-  """Papernot et al. 2021's small CNN as a fedpriv Task (XLA convolutions)."""
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  from fedpriv.models.registry import Task  # pylint: disable=import-outside-toplevel
-
-  def pool_2x2_stride_1(x):  # max of four shifted views (no reduce_window gradient)
-    return jnp.maximum(jnp.maximum(x[:, :-1, :-1], x[:, 1:, :-1]),
-                       jnp.maximum(x[:, :-1, 1:], x[:, 1:, 1:]))
-
-  class SmallCNN(nn.Module):
-
-    @nn.compact
-    def __call__(self, x):
-      x = nn.Conv(16, (8, 8), strides=2, padding=((3, 3), (3, 3)), name="conv1")(x)
-      x = pool_2x2_stride_1(nn.tanh(x))
-      x = nn.Conv(32, (4, 4), strides=2, padding="VALID", name="conv2")(x)
-      x = pool_2x2_stride_1(nn.tanh(x))
-      x = nn.tanh(nn.Dense(32, name="fc1")(x.reshape(x.shape[0], -1)))
-      return nn.Dense(10, name="fc2")(x)
-
-  return Task("small_cnn", "classification", SmallCNN(), (28, 28, 1))
-
-
 def _task(model: str, chunk: int):
   from fedpriv.models import make_task  # pylint: disable=import-outside-toplevel
   if model == "small_cnn":
-    return small_cnn_task()
+    return mc.small_cnn_task()
   return make_task("cnn", "classification", 10, (28, 28, 1),
                    conv_impl="xla" if chunk == 1 else "im2col")
 
@@ -106,7 +82,7 @@ def write_initial_params(model: str, path: str) -> None:
   else:
     import jax  # pylint: disable=import-outside-toplevel
     import numpy as np  # pylint: disable=import-outside-toplevel
-    params = jax.tree.map(np.asarray, small_cnn_task().init(jax.random.key(mc.SEED)))
+    params = jax.tree.map(np.asarray, mc.small_cnn_task().init(jax.random.key(mc.SEED)))
   mc.save_params(path, params)
 
 

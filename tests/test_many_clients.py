@@ -67,6 +67,7 @@ def test_torch_layout_computes_the_same_dense_layer_on_nchw_flattening(model, sh
 
 def test_small_cnn_has_the_papers_parameter_count():
   import jax  # pylint: disable=import-outside-toplevel
-  from launch.bench_peers import small_cnn_task  # pylint: disable=import-outside-toplevel
-  params = small_cnn_task().init(jax.random.key(0))
+  # launch.many_clients defines no flags (launch.bench_peers does, and other tests import
+  # launch modules whose flags have the same names).
+  params = mc.small_cnn_task().init(jax.random.key(0))
   assert sum(a.size for a in jax.tree.leaves(params)) == 26_010
