@@ -13,7 +13,8 @@ import typing
 from typing import Any
 
 DATASETS = ("fashion_mnist", "shakespeare", "sentiment")  # plus "tfds:<name>"
-MODELS = ("cnn", "lstm", "transformer", "minilm")
+MODELS = ("cnn", "tempered_cnn", "lstm", "transformer", "minilm")
+IMAGE_MODELS = ("cnn", "tempered_cnn")
 PARTITIONS = ("iid", "dirichlet", "natural")
 CLIENT_OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
 LR_SCHEDULES = ("constant", "linear")
@@ -217,7 +218,8 @@ class Config:
             f"shakespeare is naturally federated (one client per role): use 'natural', "
             f"got {self.partition!r}")
     else:
-      check("model", self.model == "cnn", f"image datasets need 'cnn', got {self.model!r}")
+      check("model", self.model in IMAGE_MODELS,
+            f"image datasets need 'cnn' or 'tempered_cnn', got {self.model!r}")
       check("partition", self.partition in ("iid", "dirichlet"),
             f"image datasets take 'iid' or 'dirichlet', got {self.partition!r}")
     check("dirichlet_alpha", self.dirichlet_alpha > 0,

@@ -14,11 +14,15 @@ import optax
 from fedpriv.models import minilm
 from fedpriv.models.cnn import CNN
 from fedpriv.models.lstm import CharLSTM
+from fedpriv.models.tempered_cnn import TemperedCNN
 from fedpriv.models.transformer import CharTransformer
 
 # model name -> (task kinds it serves, constructor(num_classes, example_shape, conv_impl))
 MODELS: dict[str, tuple[tuple[str, ...], Callable[..., nn.Module]]] = {
     "cnn": (("classification",), lambda n, shape, impl: CNN(num_classes=n, conv_impl=impl)),
+    # Papernot et al.'s DP-SGD CNN with the tempered sigmoid (2, 2, 1) = tanh.
+    "tempered_cnn": (("classification",),
+                     lambda n, shape, impl: TemperedCNN(num_classes=n, conv_impl=impl)),
     "lstm": (("next_token",), lambda n, shape, impl: CharLSTM(vocab_size=n)),
     "transformer": (("next_token",),
                     lambda n, shape, impl: CharTransformer(vocab_size=n, max_len=shape[0])),
@@ -108,7 +112,8 @@ def make_task(model: str, kind: str, num_classes: int, example_shape: tuple,
   """Builds a task.
 
   Args:
-    model: "cnn", "lstm", "transformer" or "minilm" (pretrained, see `minilm_task`).
+    model: "cnn", "tempered_cnn", "lstm", "transformer" or "minilm" (pretrained, see
+      `minilm_task`).
     kind: the dataset's task kind ("classification" or "next_token").
     num_classes: classes, or vocabulary size.
     example_shape: the shape of one input example.
