@@ -68,3 +68,20 @@ def test_pack_clients_pads_and_masks():
   np.testing.assert_array_equal(data.y[1], [7, 0, 0])
   with pytest.raises(ValueError):
     pack_clients(x, y, [np.array([], int)])
+
+
+def test_one_example_clients_at_fashion_mnist_scale():
+  # DP-SGD as DP-FedAvg (fashion_mnist.py:dp_tempered): 60,000 clients of one example,
+  # packed without padding (width 1) and each example held by exactly one client.
+  n = 60000
+  x = np.arange(n, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+  y = np.arange(n) % 10
+  parts = partition.iid(n, n, seed=0)
+  assert set(map(len, parts)) == {1}
+  data = pack_clients(x, y, parts)
+  assert data.x.shape == (n, 1, 3) and data.mask.all()
+  held = data.x[:, 0, 0].astype(np.int64)
+  assert np.array_equal(np.sort(held), np.arange(n))
+  assert np.array_equal(data.y[:, 0], y[held])
+  assert not np.array_equal(held, np.arange(n))  # shuffled over clients
+  assert data.x.nbytes == x.nbytes  # no padding: the population costs the dataset's bytes

@@ -81,3 +81,20 @@ def test_config_takes_it_for_images_only():
     Config(model="tempered_cnn", dataset="shakespeare", partition="natural")
   with pytest.raises(ValueError, match="does not fit a next_token dataset"):
     make_task("tempered_cnn", "next_token", 10, (80,))
+
+
+def test_dp_tempered_preset_is_dp_sgd_of_the_paper():
+  from launch.configs import fashion_mnist  # pylint: disable=import-outside-toplevel
+  cfg = Config.from_dict(fashion_mnist.get_config("dp_tempered").to_dict())
+  # one image per client and one SGD step of rate 1: the update is minus the gradient
+  assert (cfg.num_clients, cfg.batch_size, cfg.local_epochs) == (60000, 1, 1)
+  assert (cfg.client_optimizer, cfg.learning_rate) == ("sgd", 1.0)
+  assert cfg.client_sampling == "poisson" and cfg.model == "tempered_cnn"
+  # DP-SGD's batch 2048, learning rate 4, 40 epochs, clip 0.1, noise 2.15
+  assert (cfg.clients_per_round, cfg.server_optimizer, cfg.server_learning_rate) == (
+      2048, "sgd", 4.0)
+  assert round(cfg.rounds * cfg.clients_per_round / cfg.num_clients) == 40
+  p = cfg.privacy
+  assert (p.enabled, p.clip, p.noise, p.noise_multiplier, p.delta) == (
+      True, 0.1, "central", 2.15, 1e-5)
+  assert (p.mask_ratio, p.bits, p.secagg) == (0.0, 0, False)
