@@ -27,7 +27,7 @@ def _learnable(n_clients, n, seed):
   return x, y
 
 
-def tiny_experiment(p1, p2, bits, rounds=3, hooks=(), validation=True):
+def tiny_experiment(p1, p2, bits, rounds=3, hooks=(), validation=True, eval_examples=0):
   task = tiny_task()
   x, y = _learnable(8, 12, 0)
   pop = tiny_population([12] * 8)._replace(x=x, y=y)
@@ -48,7 +48,7 @@ def tiny_experiment(p1, p2, bits, rounds=3, hooks=(), validation=True):
   algo = FedAvg(task=task, client_optimizer=optax.sgd(0.1), server_optimizer=optax.sgd(1.0),
                 clients_per_round=4, local_epochs=1, batch_size=4, chunk_size=2,
                 downlink=down, uplink=FedQSNUplink.make(down, "delta", 32))
-  return Experiment(cfg, data, task, algo, hooks=[*hooks, FedQSNMetrics(0)])
+  return Experiment(cfg, data, task, algo, hooks=[*hooks, FedQSNMetrics(eval_examples)])
 
 
 def test_metrics_are_written_and_proxies_come_from_the_model_before_the_round(tmp_path):
@@ -95,6 +95,14 @@ def test_each_model_is_reported_at_its_round_of_lowest_validation_loss(tmp_path)
   # test accuracy.
   for r in rows:
     assert r["client_proxy_accuracy_after_by_validation"] <= r["client_proxy_accuracy_after"]
+
+
+def test_a_large_validation_split_is_cut_to_eval_examples(tmp_path):
+  # Every client's proxy is evaluated on it twice a round: it follows eval_examples.
+  exp = tiny_experiment(0.5, 0.2, 4, rounds=1, eval_examples=40)
+  summary = run(exp, tmp_path, log=lambda *_: None)
+  assert summary["validation_examples"] == 40 and summary["fedqsn_eval_examples"] == 40
+  assert summary["validation_source"].startswith("dataset (a seeded subset of 40 of its 100")
 
 
 def test_without_a_validation_set_a_seeded_disjoint_share_of_test_is_carved():

@@ -100,6 +100,15 @@ class FedQSNMetrics:
       self.validation_source = "carved from the test set (seeded; disjoint from the test subset)"
     else:
       self.validation_source = "dataset"
+      n_val = len(np.asarray(validation.mask))
+      if self.eval_examples and self.eval_examples < n_val:
+        # Each round evaluates every client's proxy twice on it: as large as the test
+        # subset is enough (the cost that dominates a round of a large model).
+        idx = np.sort(np.random.default_rng([cfg.seed, _TAG_VALIDATION]).choice(
+            n_val, self.eval_examples, replace=False))
+        validation = _take(validation, idx)
+        self.validation_source = (f"dataset (a seeded subset of {self.eval_examples} of its "
+                                  f"{n_val} examples)")
     self.validation_examples = int(np.asarray(validation.mask).sum())
     self._eval = jax.tree.map(jnp.asarray, eval_subset(
         test, self.eval_examples, cfg.seed, cfg.eval_batch_size))
