@@ -388,6 +388,7 @@ def _from_dict(cls, values: dict[str, Any], prefix: str):
 
 
 NOISE_KINDS = ("none", "central", "distributed")
+ROTATIONS = ("none", "hadamard")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -408,6 +409,14 @@ class PrivacyConfig:
   an even number: SecAgg+'s sparse graph), `dropout` the fraction of the cohort that
   drops out after sharing keys, `ring_bits` 0 = the smallest ring that holds the sum).
 
+  `rotation`: "hadamard" applies a randomized Hadamard rotation (public per-round signs)
+  after the clip and before the quantizer, padding the update to the next power of two
+  D, and the quantizer's range becomes [-R, R] with R = `rotation_sigmas` * C / sqrt(D)
+  (each rotated coordinate is sub-Gaussian with scale <= C / sqrt(D), so a coordinate
+  falls outside with probability <= 2 exp(-rotation_sigmas^2 / 2)); such coordinates
+  are saturated (without secagg) or carried modulo the ring (with it), and counted
+  (`quantizer_beyond_range_fraction`). Needs `bits`.
+
   `reproducible_noise`: derive the DP noise and randomized rounding from `seed` instead
   of a per-run secret from the OS. Anyone holding the config can then regenerate the
   noise, so the privacy guarantee is void: every epsilon in summary.json is marked
@@ -426,6 +435,8 @@ class PrivacyConfig:
   secagg_neighbors: int = 0
   dropout: float = 0.0
   ring_bits: int = 0
+  rotation: str = "none"
+  rotation_sigmas: float = 4.0
   reproducible_noise: bool = False
 
   def __post_init__(self):
@@ -447,6 +458,11 @@ class PrivacyConfig:
     check("dropout", 0 <= self.dropout < 1, f"must be in [0, 1), got {self.dropout}")
     check("ring_bits", self.ring_bits == 0 or 2 <= self.ring_bits <= 32,
           f"must be 0 (sized automatically) or in [2, 32], got {self.ring_bits}")
+    check("rotation", self.rotation in ROTATIONS,
+          f"must be one of {ROTATIONS}, got {self.rotation!r}")
+    check("rotation_sigmas", 1 <= self.rotation_sigmas <= 64,
+          f"must be in [1, 64] (standard deviations the quantizer's range spans), got "
+          f"{self.rotation_sigmas}")
     if not self.enabled:
       return
     if self.noise == "none":
@@ -471,6 +487,12 @@ class PrivacyConfig:
             "after masking): without secagg use the top-level dropout")
     if self.noise == "distributed":
       check("bits", self.bits >= 1, "distributed noise is integer-valued: set bits")
+    if self.rotation == "none":
+      check("rotation_sigmas", self.rotation_sigmas == 4.0,
+            "sets the rotated quantizer's range: set rotation 'hadamard' or leave it at 4")
+    else:
+      check("rotation", self.bits >= 1, "the rotation exists to shrink the quantizer's "
+            "range: set bits (e.g. 8), or use rotation 'none' for float32 updates")
 
   def check_cohort(self, cohort: int) -> None:
     """Refuses secure-aggregation settings that no round of `cohort` clients can meet."""

@@ -390,6 +390,11 @@ class FedAvg:
         "client_weight": per_client["weight"],
         "client_ids": cohort.client_ids,
     }
+    message = total["message"]
+    if isinstance(message, dict) and "diagnostics" in message:
+      # The uplink's summed counts (e.g. values beyond the quantizer's range): the
+      # simulation's diagnostics, not part of what a client sends.
+      metrics.update({f"uplink_{k}": v for k, v in message["diagnostics"].items()})
     return ServerState(params, opt_state, rnd, extra, state.noise_seed), metrics
 
   def run_round(self, state: ServerState, population: ClientData, base_key: jax.Array):

@@ -116,6 +116,11 @@ def test_fedqsn_cross_checks_and_nested_groups():
     ({"noise": "distributed", "noise_multiplier": 1.0, "bits": 8},
      "noise: 'distributed' noise is only sound behind secure aggregation"),
     ({"dropout": 0.1}, "dropout: is secure aggregation.s"),
+    ({"rotation": "dct", "bits": 8}, "rotation: must be one of"),
+    ({"rotation": "hadamard"}, "rotation: the rotation exists to shrink the quantizer"),
+    ({"rotation": "hadamard", "bits": 8, "rotation_sigmas": 0.5},
+     r"rotation_sigmas: must be in \[1, 64\]"),
+    ({"rotation_sigmas": 3.0, "bits": 8}, "rotation_sigmas: sets the rotated quantizer"),
 ])
 def test_bad_privacy_values_are_refused(values, match):
   with pytest.raises(ConfigError, match="config.privacy." + match):

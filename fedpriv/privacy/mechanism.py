@@ -14,8 +14,8 @@ import math
 from fedpriv.config import ConfigError, PrivacyConfig, secagg_threshold_count
 from fedpriv.privacy import accounting, secagg
 from fedpriv.privacy import privatizers as pv
-from fedpriv.privacy.privatizers import (codes_center, kept_count, quantizer_step,
-                                         rounding_norm_bound)
+from fedpriv.privacy.privatizers import (codes_center, kept_count, next_power_of_two,
+                                         quantizer_step, rounding_norm_bound)
 from fedpriv.privacy.secagg import required_ring_bits
 
 
@@ -61,6 +61,30 @@ class Mechanism:
     return kept_count(self.size, self.config.mask_ratio)
 
   @property
+  def rotating(self) -> bool:
+    return self.config.rotation == "hadamard"
+
+  @property
+  def dim(self) -> int:
+    """Values each client sends: k, or k padded to a power of two D when rotating."""
+    return next_power_of_two(self.keep) if self.rotating else self.keep
+
+  @property
+  def quantizer_range(self) -> float:
+    """R: the quantizer's levels span [-R, R]. The clip bound C without rotation; with
+    it t C / sqrt(D) (t = `rotation_sigmas`), at most C. Never from the data."""
+    c = self.config.clip
+    if not self.rotating:
+      return c
+    return min(c, self.config.rotation_sigmas * c / math.sqrt(self.dim))
+
+  @property
+  def saturates(self) -> bool:
+    """Whether out-of-range values are clamped (False: carried modulo the secure-
+    aggregation ring, which only happens with a rotation behind secure aggregation)."""
+    return not (self.rotating and self.config.secagg)
+
+  @property
   def mask_scale(self) -> float:
     return self.size / self.keep
 
@@ -75,7 +99,7 @@ class Mechanism:
   @property
   def step(self) -> float:
     """Distance between quantizer levels (float units)."""
-    return quantizer_step(self.config.bits, self.config.clip)
+    return quantizer_step(self.config.bits, self.quantizer_range)
 
   # -- sensitivity ----------------------------------------------------------------
   @property
@@ -83,7 +107,8 @@ class Mechanism:
     """Delta in levels: the bound conditional rounding enforces (None: not used)."""
     if not (self.quantized and self.noisy):
       return None
-    return rounding_norm_bound(self.config.clip, self.config.bits, self.keep)
+    return rounding_norm_bound(self.config.clip, self.config.bits, self.dim,
+                               bound=self.quantizer_range)
 
   @property
   def l2_bound(self) -> float:
@@ -164,7 +189,8 @@ class Mechanism:
   def privatizer(self) -> pv.Stage:
     """The chain of stages a client runs on its flat update (and the server inverts on
     the sum), in the order whose privacy argument `privatizers`' docstring gives:
-    mask, clip, central noise, quantize, distributed noise, secure aggregation. Each
+    mask, clip, rotation, central noise, quantize, distributed noise, secure
+    aggregation. Each
     stage is present only when the config turns it on; every hyper-parameter comes from
     this object."""
     cfg = self.config
@@ -172,11 +198,14 @@ class Mechanism:
     if self.keep < self.size:
       stages.append(pv.random_mask(cfg.mask_ratio, self.size))
     stages.append(pv.clip_l2(cfg.clip))
+    if self.rotating:
+      stages.append(pv.hadamard_rotation(self.keep))
     if cfg.noise == "central":
       stages.append(pv.central_gaussian_noise(self.central_sigma))
     if self.quantized:
-      stages.append(pv.stochastic_quantize(cfg.bits, cfg.clip, self.level_bound,
-                                           self.sum_ring_bits))
+      stages.append(pv.stochastic_quantize(cfg.bits, self.quantizer_range, self.level_bound,
+                                           self.sum_ring_bits, saturate=self.saturates,
+                                           count_beyond=self.rotating))
     if cfg.noise == "distributed":
       stages.append(pv.discrete_gaussian_noise(self.client_sigma))
     if cfg.secagg:
@@ -222,6 +251,8 @@ class Mechanism:
     out = {"privacy_keep": self.keep, "privacy_l2_bound": self.l2_bound,
            "privacy_noise_multiplier": self.noise_multiplier,
            "privacy_uplink_value_bits": self.uplink_value_bits}
+    if self.rotating:
+      out.update(privacy_rotated_dim=self.dim, privacy_quantizer_range=self.quantizer_range)
     if self.poisson:
       out["privacy_capacity"] = self.capacity
     if self.config.noise == "distributed":

@@ -12,7 +12,9 @@ the flat update x = trained - start,
     v = secure_aggregation    ring element + masks that cancel in the sum
 
 and every message has one format, `{"vector": v, "count": 1 or 0}` (0 for a client
-that drops out of secure aggregation after masking). The server (decode) receives only
+that drops out of secure aggregation after masking), plus, with a rotation, the
+simulation's `"diagnostics"` (how many of the client's values fell outside the
+quantizer's range: a metric of the run, which a deployed client would not send). The server (decode) receives only
 the sum of the messages; it runs the stages' inverses in reverse order on the summed
 vector (unmask the ring, remove the codes' centres, add central noise, scatter the k
 coordinates back), divides by the count (public: who survived is known) and
@@ -41,7 +43,7 @@ from fedpriv.config import secagg_threshold_count
 from fedpriv.fedavg import ClientResult, Cohort
 from fedpriv.privacy import secagg
 from fedpriv.privacy.mechanism import Mechanism
-from fedpriv.privacy.privatizers import ClientContext, ServerContext
+from fedpriv.privacy.privatizers import ClientContext, Diagnosed, ServerContext
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -66,7 +68,7 @@ class PrivateUplink:
   def bits_per_param(self) -> float:
     """Bits per parameter of the vector alone (the ledger adds protocol overhead)."""
     m = self.mechanism
-    return m.keep * m.uplink_value_bits / m.size
+    return m.dim * m.uplink_value_bits / m.size
 
   # -- shared by all clients of a round ---------------------------------------------
   def round_context(self, params, key):
@@ -90,7 +92,11 @@ class PrivateUplink:
     flat = flat.astype(jnp.float32)  # non-finite: the clip stage sends zeros
     vector = self.privatizer.encode(flat, key, ClientContext(round_ctx, client_ctx))
     sends = client_ctx.survived if self.mechanism.config.secagg else True
-    return {"vector": vector, "count": jnp.asarray(sends, jnp.float32)}
+    message = {"count": jnp.asarray(sends, jnp.float32)}
+    if isinstance(vector, Diagnosed):  # the simulation's counts: summed, never sent
+      vector, message["diagnostics"] = vector.value, vector.diagnostics
+    message["vector"] = vector
+    return message
 
   # -- the server ---------------------------------------------------------------------
   def decode(self, total, params, key, context):
