@@ -126,9 +126,36 @@ class Mechanism:
     return self.cohort - int(self.config.dropout * self.cohort)
 
   @property
+  def adaptive(self) -> bool:
+    return self.config.adaptive_clip
+
+  @property
+  def count_stddev(self) -> float:
+    """sigma_b, the std of the noise on adaptive clipping's count (0 when off)."""
+    if not self.adaptive:
+      return 0.0
+    return self.config.adaptive_clip_count_stddev or self.cohort / 20.0
+
+  @property
+  def sum_noise_multiplier(self) -> float:
+    """The noise multiplier on the sum of updates. `noise_multiplier` z is that of the
+    whole round's release; with adaptive clipping the count's release takes its share
+    and the sum's is raised to (z^-2 - (2 sigma_b)^-2)^-1/2 (Andrew et al. 2021,
+    Theorem 1: the pair is then a Gaussian mechanism with multiplier z)."""
+    z = self.noise_multiplier
+    if not (self.adaptive and self.noisy) or z <= 0:
+      return z
+    rest = z ** -2 - (2.0 * self.count_stddev) ** -2
+    return math.inf if rest <= 0 else rest ** -0.5
+
+  @property
   def central_sigma(self) -> float:
-    """Std of the server's Gaussian noise on the sum (float units); 0 unless central."""
-    return self.noise_multiplier * self.l2_bound if self.config.noise == "central" else 0.0
+    """Std of the server's Gaussian noise on the sum (float units at the round-1 clip
+    bound; adaptive clipping scales the sum and its noise by C_t / C_1); 0 unless
+    central."""
+    if self.config.noise != "central":
+      return 0.0
+    return self.sum_noise_multiplier * self.l2_bound
 
   @property
   def sum_sigma_levels(self) -> float:
@@ -241,6 +268,11 @@ class Mechanism:
                         "cohort size): use central noise, or fixed-size sampling")
     if self.noisy and not self.noise_multiplier > 0:
       raise ConfigError("privacy.noise_multiplier", "must be > 0 when noise is on")
+    if self.noisy and not math.isfinite(self.sum_noise_multiplier):
+      raise ConfigError("privacy.adaptive_clip_count_stddev", f"the count's noise "
+                        f"(sigma_b = {self.count_stddev:g}) leaves no budget for the sum at "
+                        f"noise multiplier {self.noise_multiplier:.4g}: 2 sigma_b must "
+                        "exceed it (raise adaptive_clip_count_stddev)")
     if cfg.noise == "distributed" and self.client_sigma < 0.5:
       raise ConfigError("privacy.noise_multiplier", f"each client's discrete Gaussian "
                         f"share would have sigma {self.client_sigma:.3f} < 1/2 levels, "
@@ -251,6 +283,9 @@ class Mechanism:
     out = {"privacy_keep": self.keep, "privacy_l2_bound": self.l2_bound,
            "privacy_noise_multiplier": self.noise_multiplier,
            "privacy_uplink_value_bits": self.uplink_value_bits}
+    if self.adaptive:
+      out.update(privacy_sum_noise_multiplier=self.sum_noise_multiplier,
+                 privacy_count_stddev=self.count_stddev)
     if self.rotating:
       out.update(privacy_rotated_dim=self.dim, privacy_quantizer_range=self.quantizer_range)
     if self.poisson:

@@ -64,6 +64,9 @@ class PrivacyReport:
     if "secagg_seconds" in metrics:
       self.secagg_seconds.append(float(metrics["secagg_seconds"]))
     out = {}
+    if evaluated and "clip_bound" in metrics:  # adaptive clipping: the bound of the round
+      out["clip_bound"] = float(metrics["clip_bound"])
+      out["clip_fraction_below"] = float(metrics["clip_fraction_below"])
     if "uplink_beyond_range" in metrics:  # rotated quantizer: saturated / ring-carried
       sent = (int(np.sum(metrics["sent"])) if metrics.get("sent") is not None else
               int(metrics["clients_sampled"]) - int(metrics["clients_dropped_out"]))
@@ -120,6 +123,8 @@ class PrivacyReport:
            "epsilons": claims,
            "privacy_max_participations": self.max_participations,
            **self.totals.per_param(mech.size), **mech.describe()}
+    if mech.adaptive:  # the bound the next round would use (the state's)
+      out["clip_bound_final"] = float(np.asarray(state.uplink)) * mech.config.clip
     if mech.rotating:
       # Values the rotated quantizer saturated (without secagg) or carried modulo the
       # ring (with it), over every value sent in the run.
