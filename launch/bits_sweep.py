@@ -22,14 +22,20 @@ from absl import app, flags
 from fedpriv.workdir import PREEMPTED_EXIT
 from launch.cli import claim_folder, run_child
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where each row's run goes.")
-_PRESET = flags.DEFINE_string("preset", "launch/configs/fashion_mnist.py:fedavg",
-                              "Config file and preset.")
-_BITS = flags.DEFINE_list("bits", ["4", "6", "8", "12"], "Bits per value to measure.")
-_CLIP = flags.DEFINE_float("clip", 2.0, "The L2 clip bound C (sets the quantizer's range).")
-_SIGMAS = flags.DEFINE_float("sigmas", 4.0, "privacy.rotation_sigmas of the rotated rows.")
-_ROWS = flags.DEFINE_list("rows", None, "Rows to run (default: all).")
-_EXTRA = flags.DEFINE_string("extra", "", "Extra flags for every row (quoted).")
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+  """Defined only when run as a script, so that tests can import `rows` and `command`
+  beside other launch modules that define flags of the same names."""
+  flags.DEFINE_string("workdir", None, "Where each row's run goes.")
+  flags.DEFINE_string("preset", "launch/configs/fashion_mnist.py:fedavg",
+                      "Config file and preset.")
+  flags.DEFINE_list("bits", ["4", "6", "8", "12"], "Bits per value to measure.")
+  flags.DEFINE_float("clip", 2.0, "The L2 clip bound C (sets the quantizer's range).")
+  flags.DEFINE_float("sigmas", 4.0, "privacy.rotation_sigmas of the rotated rows.")
+  flags.DEFINE_list("rows", None, "Rows to run (default: all).")
+  flags.DEFINE_string("extra", "", "Extra flags for every row (quoted).")
 
 
 def rows(bits, clip: float, sigmas: float) -> dict[str, dict]:
@@ -76,16 +82,16 @@ def table(workdir: pathlib.Path, names, all_rows, commands) -> str:
 
 def main(argv):
   del argv
-  if not _WORKDIR.value:
+  if not FLAGS.workdir:
     sys.exit("--workdir is required")
-  workdir = pathlib.Path(_WORKDIR.value)
+  workdir = pathlib.Path(FLAGS.workdir)
   claim_folder(workdir)  # one sweep per folder; creates it
-  all_rows = rows(_BITS.value, _CLIP.value, _SIGMAS.value)
-  names = _ROWS.value or list(all_rows)
+  all_rows = rows(FLAGS.bits, FLAGS.clip, FLAGS.sigmas)
+  names = FLAGS.rows or list(all_rows)
   unknown = [n for n in names if n not in all_rows]
   if unknown:
     sys.exit(f"unknown rows {unknown}; known: {list(all_rows)}")
-  commands = {n: command(_PRESET.value, n, all_rows[n], workdir, _EXTRA.value)
+  commands = {n: command(FLAGS.preset, n, all_rows[n], workdir, FLAGS.extra)
               for n in names}
   env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
   for name in names:
@@ -104,4 +110,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
