@@ -3,6 +3,7 @@ the extraction attacks on each, and writes the tables and the plot.
 
     python -m launch.sweep_fedqsn --dataset=fashion_mnist --out=runs/fedqsn
     python -m launch.sweep_fedqsn --dataset=shakespeare --out=runs/fedqsn
+    python -m launch.sweep_fedqsn --dataset=sentiment --out=runs/fedqsn_lm
     python -m launch.sweep_fedqsn --dataset=fashion_mnist --set=rounds=10,num_clients=100
     python -m launch.sweep_fedqsn --report --out=runs/fedqsn --plot=docs/results/fedqsn.png
 
@@ -24,7 +25,7 @@ from absl import app, flags
 from fedpriv.workdir import PREEMPTED_EXIT
 from launch.cli import claim_folder, run_child
 
-_DATASET = flags.DEFINE_enum("dataset", None, ["fashion_mnist", "shakespeare"],
+_DATASET = flags.DEFINE_enum("dataset", None, ["fashion_mnist", "shakespeare", "sentiment"],
                              "Which sweep to run.")
 _OUT = flags.DEFINE_string("out", "runs/fedqsn", "Folder for the runs.")
 _ONLY = flags.DEFINE_list("only", [], "Run only these configurations (names).")
@@ -141,7 +142,7 @@ def report(out: pathlib.Path, plot: str) -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
 
-  datasets = [d for d in ("fashion_mnist", "shakespeare") if summaries(out, d)]
+  datasets = [d for d in ("fashion_mnist", "shakespeare", "sentiment") if summaries(out, d)]
   if not datasets:
     sys.exit(f"no finished runs under {out}")
   fig, axes = plt.subplots(2, len(datasets), figsize=(7 * len(datasets), 10), squeeze=False)
