@@ -296,6 +296,8 @@ class Config:
         check("dropout", self.dropout == 0, "with secure aggregation clients drop out "
               "after masking: set privacy.dropout instead")
     if self.fedqsn.enabled and self.privacy.enabled:
+      check("privacy.adaptive_clip", not self.privacy.adaptive_clip,
+            "is not supported with fedqsn (its private uplink wraps a fixed clip bound)")
       check("fedqsn.aggregation", self.fedqsn.aggregation == "delta",
             "must be 'delta' with update privacy (the privacy mechanism bounds updates; "
             f"'average' would overwrite the model with unbounded values), got "
@@ -390,6 +392,7 @@ def _from_dict(cls, values: dict[str, Any], prefix: str):
 
 
 NOISE_KINDS = ("none", "central", "distributed")
+ROTATIONS = ("none", "hadamard")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -410,6 +413,25 @@ class PrivacyConfig:
   an even number: SecAgg+'s sparse graph), `dropout` the fraction of the cohort that
   drops out after sharing keys, `ring_bits` 0 = the smallest ring that holds the sum).
 
+  `rotation`: "hadamard" applies a randomized Hadamard rotation (public per-round signs)
+  after the clip and before the quantizer, padding the update to the next power of two
+  D, and the quantizer's range becomes [-R, R] with R = `rotation_sigmas` * C / sqrt(D)
+  (each rotated coordinate is sub-Gaussian with scale <= C / sqrt(D), so a coordinate
+  falls outside with probability <= 2 exp(-rotation_sigmas^2 / 2)); such coordinates
+  are saturated (without secagg) or carried modulo the ring (with it), and counted
+  (`quantizer_beyond_range_fraction`). Needs `bits`.
+
+  `adaptive_clip`: the clip bound follows the `adaptive_clip_quantile` gamma of the
+  clients' update norms (Andrew, Thakkar, McMahan & Ramaswamy 2021): `clip` is its
+  value in round 1; each round the server adds N(0, sigma_b^2) (sigma_b =
+  `adaptive_clip_count_stddev`, 0 = the expected cohort / 20, the paper's choice) to
+  the count of clients whose norm was at most the bound, and sets C <- C exp(-eta (b -
+  gamma)), eta = `adaptive_clip_lr`, b the noisy fraction. The update's noise multiplier
+  is raised to (z^-2 - (2 sigma_b)^-2)^-1/2 so that the two releases together are a
+  Gaussian mechanism with multiplier z, which is what the accountant composes. The
+  bound lives in the server state (and its checkpoints). Not with secure aggregation
+  (the count would have to go through the same secure sum: not implemented).
+
   `reproducible_noise`: derive the DP noise and randomized rounding from `seed` instead
   of a per-run secret from the OS. Anyone holding the config can then regenerate the
   noise, so the privacy guarantee is void: every epsilon in summary.json is marked
@@ -428,6 +450,12 @@ class PrivacyConfig:
   secagg_neighbors: int = 0
   dropout: float = 0.0
   ring_bits: int = 0
+  rotation: str = "none"
+  rotation_sigmas: float = 4.0
+  adaptive_clip: bool = False
+  adaptive_clip_quantile: float = 0.5
+  adaptive_clip_lr: float = 0.2
+  adaptive_clip_count_stddev: float = 0.0
   reproducible_noise: bool = False
 
   def __post_init__(self):
@@ -449,6 +477,11 @@ class PrivacyConfig:
     check("dropout", 0 <= self.dropout < 1, f"must be in [0, 1), got {self.dropout}")
     check("ring_bits", self.ring_bits == 0 or 2 <= self.ring_bits <= 32,
           f"must be 0 (sized automatically) or in [2, 32], got {self.ring_bits}")
+    check("rotation", self.rotation in ROTATIONS,
+          f"must be one of {ROTATIONS}, got {self.rotation!r}")
+    check("rotation_sigmas", 1 <= self.rotation_sigmas <= 64,
+          f"must be in [1, 64] (standard deviations the quantizer's range spans), got "
+          f"{self.rotation_sigmas}")
     if not self.enabled:
       return
     if self.noise == "none":
@@ -473,6 +506,22 @@ class PrivacyConfig:
             "after masking): without secagg use the top-level dropout")
     if self.noise == "distributed":
       check("bits", self.bits >= 1, "distributed noise is integer-valued: set bits")
+    check("adaptive_clip_quantile", 0 < self.adaptive_clip_quantile < 1,
+          f"must be in (0, 1), got {self.adaptive_clip_quantile}")
+    check("adaptive_clip_lr", self.adaptive_clip_lr > 0,
+          f"must be > 0, got {self.adaptive_clip_lr}")
+    check("adaptive_clip_count_stddev", self.adaptive_clip_count_stddev >= 0,
+          f"must be >= 0 (0 = expected cohort / 20), got {self.adaptive_clip_count_stddev}")
+    if self.adaptive_clip:
+      check("adaptive_clip", not self.secagg, "with secure aggregation the count of "
+            "clients under the bound must go through the same secure sum, which is not "
+            "implemented: turn off secagg or adaptive_clip")
+    if self.rotation == "none":
+      check("rotation_sigmas", self.rotation_sigmas == 4.0,
+            "sets the rotated quantizer's range: set rotation 'hadamard' or leave it at 4")
+    else:
+      check("rotation", self.bits >= 1, "the rotation exists to shrink the quantizer's "
+            "range: set bits (e.g. 8), or use rotation 'none' for float32 updates")
 
   def check_cohort(self, cohort: int) -> None:
     """Refuses secure-aggregation settings that no round of `cohort` clients can meet."""

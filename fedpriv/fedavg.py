@@ -50,6 +50,7 @@ class ServerState(NamedTuple):
   round: jax.Array
   extra: Any = ()   # the algorithm rule's state (SCAFFOLD's control variates)
   noise_seed: Any = None
+  uplink: Any = ()  # the uplink's state (adaptive clipping's clip scale), () if none
 
 
 class Cohort(NamedTuple):
@@ -231,8 +232,13 @@ class FedAvg:
     """
     if noise_key is None:
       noise_key = keylib.secret_key()
+    uplink_state = self.uplink.init_state() if self._stateful_uplink else ()
     return ServerState(params, self.server_optimizer.init(params), jnp.zeros((), jnp.int32),
-                       self.rule.init(params), jax.random.key_data(noise_key))
+                       self.rule.init(params), jax.random.key_data(noise_key), uplink_state)
+
+  @property
+  def _stateful_uplink(self) -> bool:
+    return bool(getattr(self.uplink, "stateful", False))
 
   def sample_cohort(self, base_key: jax.Array, rnd, num_clients: int) -> Cohort:
     """The cohort of round `rnd` (1-based), drawn from `(base_key, rnd)` alone."""
@@ -358,8 +364,9 @@ class FedAvg:
     if hasattr(self.uplink, "round_context"):
       if rkey is None:
         raise ValueError("this uplink needs the base key: apply(..., base_key=)")
+      state_arg = (state.uplink,) if self._stateful_uplink else ()
       round_context = self.uplink.round_context(
-          state.params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC))
+          state.params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC), *state_arg)
     noise_rkey = keylib.round_key(jax.random.wrap_key_data(state.noise_seed), rnd)
     total, per_client = sharded_map_reduce(
         self.client_update,
@@ -390,7 +397,17 @@ class FedAvg:
         "client_weight": per_client["weight"],
         "client_ids": cohort.client_ids,
     }
-    return ServerState(params, opt_state, rnd, extra, state.noise_seed), metrics
+    message = total["message"]
+    if isinstance(message, dict) and "diagnostics" in message:
+      # The uplink's summed counts (e.g. values beyond the quantizer's range): the
+      # simulation's diagnostics, not part of what a client sends.
+      metrics.update({f"uplink_{k}": v for k, v in message["diagnostics"].items()})
+    uplink_state = state.uplink
+    if self._stateful_uplink:  # e.g. adaptive clipping: its noisy count moves the bound
+      uplink_state, more = self.uplink.update_state(
+          state.uplink, message, keylib.server_key(noise_rkey, keylib.UPLINK_STATE))
+      metrics.update(more)
+    return ServerState(params, opt_state, rnd, extra, state.noise_seed, uplink_state), metrics
 
   def run_round(self, state: ServerState, population: ClientData, base_key: jax.Array):
     """Samples the cohort of round `state.round + 1` and runs it."""

@@ -39,6 +39,7 @@ SAMPLE_CLIENTS = 0
 SERVER_NOISE = 1
 UPLINK_PUBLIC = 2  # randomness every client of a round shares (e.g. the update mask)
 DROPOUTS = 3  # which sampled clients drop out (simulated, without secure aggregation)
+UPLINK_STATE = 4  # the uplink's server-side noise on its state (adaptive clipping's count)
 # Client stages. Privatizer chains fold their own stage index in on top of PRIVATIZE.
 SHUFFLE = 0
 PRIVATIZE = 1

@@ -11,9 +11,10 @@ A bad option is refused before any work starts: one line on stderr, exit status 
 """
 from absl import app
 
-# The --config and --workdir flags (and the exit-2 flag parser) are launch.train's.
-from launch.cli import check_common
-from launch.train import _CONFIG, _WORKDIR, parse_flags, refuse
+from launch.cli import check_common, config_flag, parse_flags, refuse, workdir_flag
+
+_CONFIG = config_flag("Attack config file (launch/configs/attack.py[:preset]).")
+_WORKDIR = workdir_flag("Where the attack's results and images go.")
 
 
 def main(argv):

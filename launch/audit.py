@@ -20,11 +20,10 @@ import json
 import sys
 
 from absl import app, flags
-from ml_collections import config_flags
 
-from launch.cli import check_common, parse_flags, refuse
+from launch.cli import check_common, config_flag, parse_flags, refuse
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+_CONFIG = config_flag()
 _TRIALS = flags.DEFINE_integer("trials", 0, "Releases per world (half pick the threshold); "
                                "0 = enough to measure above the claim.")
 _DIM = flags.DEFINE_integer("dim", 4096, "Parameters of the stand-in model; 0 = the "

@@ -40,6 +40,19 @@ import sys
 import time
 
 from absl import app, flags
+import jax
+from jax import lax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fedpriv import keys as keylib
+from fedpriv.cohort import map_reduce
+from fedpriv.data import fashion_mnist, pack_clients, partition
+from fedpriv.fedavg import ClientResult, FedAvg
+from fedpriv.local import local_train
+from fedpriv.models import make_task
+from launch import workload
 
 _SECTIONS = flags.DEFINE_list("sections", ["fedavg", "ceiling_seq", "ceiling_vmap",
                                            "private", "full", "breakdown", "scaling"],
@@ -72,22 +85,54 @@ def _impl(chunk: int) -> str:
 
 
 def _setup(conv_impl: str):
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from fedpriv.data import fashion_mnist, pack_clients  # pylint: disable=import-outside-toplevel
-  from fedpriv.models import make_task  # pylint: disable=import-outside-toplevel
-  from launch import workload  # pylint: disable=import-outside-toplevel
-
+  """The pinned workload's task, initial weights and population (numpy)."""
   x, y = fashion_mnist.load("train")
   population = pack_clients(x, y, workload.partition())
   task = make_task("cnn", "classification", 10, (28, 28, 1), conv_impl=conv_impl)
   params = jax.tree.map(jnp.asarray, workload.initial_params())
-  return jax, jnp, np, workload, task, params, population
+  return task, params, population
+
+
+def _pinned_fedavg(task, chunk: int, unroll: int, **links) -> FedAvg:
+  """FedAvg on the pinned workload (its client learning rate, cohort and batch)."""
+  return FedAvg(task=task, client_optimizer=optax.sgd(workload.LR),
+                server_optimizer=optax.sgd(1.0), clients_per_round=workload.CLIENTS_PER_ROUND,
+                local_epochs=1, batch_size=workload.BATCH, chunk_size=chunk, unroll=unroll,
+                **links)
+
+
+def _pinned_cohort(algo: FedAvg, base):
+  """(ids, positions, round) -> the round's cohort with the pinned minibatches."""
+  return lambda ids, pos, rnd: algo.pad_cohort(
+      ids, keylib.round_key(base, rnd), batches=(pos, jnp.ones(pos.shape, bool)))
+
+
+def _pinned_inputs(rnd: int):
+  """The pinned sample and minibatch positions of round `rnd`, as device arrays."""
+  ids, pos = workload.round_schedule(rnd)
+  return jnp.asarray(ids), jnp.asarray(pos), jnp.asarray(rnd, jnp.int32)
+
+
+def _compile(fn, *args, donate: bool = False):
+  """`fn` jitted and compiled for `args`, and the seconds that took."""
+  t0 = time.perf_counter()
+  jitted = jax.jit(fn, donate_argnums=0) if donate else jax.jit(fn)
+  compiled = jitted.lower(*args).compile()
+  return compiled, time.perf_counter() - t0
+
+
+def _median_call_s(compiled, args, repeats: int) -> float:
+  """Median seconds of `repeats` calls after one warm-up call."""
+  jax.block_until_ready(compiled(*args))
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(compiled(*args))
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
 
 
 def _time_rounds(step, state, inputs_for_round, rounds):
-  import jax  # pylint: disable=import-outside-toplevel
   times, cpu, losses = [], [], []
   for rnd in range(1, rounds + 1):
     inputs = inputs_for_round(rnd)
@@ -119,36 +164,23 @@ def _result(name, times, compile_s, losses=None, **extra):
 
 
 def run_fedavg(rounds, chunk, unroll, evaluate):
-  jax, jnp, np, workload, task, params, population = _setup(_impl(chunk))
-  import optax  # pylint: disable=import-outside-toplevel
-  from fedpriv import keys as keylib  # pylint: disable=import-outside-toplevel
-  from fedpriv.fedavg import FedAvg  # pylint: disable=import-outside-toplevel
-
-  algo = FedAvg(task=task, client_optimizer=optax.sgd(workload.LR),
-                server_optimizer=optax.sgd(1.0), clients_per_round=workload.CLIENTS_PER_ROUND,
-                local_epochs=1, batch_size=workload.BATCH, chunk_size=chunk, unroll=unroll)
+  task, params, population = _setup(_impl(chunk))
+  algo = _pinned_fedavg(task, chunk, unroll)
   pop = jax.tree.map(jnp.asarray, population)
-  base = keylib.base_key(workload.SEED)
+  cohort_of = _pinned_cohort(algo, keylib.base_key(workload.SEED))
 
   def step(state, ids, positions, rnd):
-    valid = jnp.ones(positions.shape, bool)
-    cohort = algo.pad_cohort(ids, keylib.round_key(base, rnd), batches=(positions, valid))
-    state, m = algo.apply(state, pop, cohort)
+    state, m = algo.apply(state, pop, cohort_of(ids, positions, rnd))
     return state, m["train_loss"]
 
-  def inputs(rnd):
-    ids, pos = workload.round_schedule(rnd)
-    return jnp.asarray(ids), jnp.asarray(pos), jnp.asarray(rnd, jnp.int32)
-
   state = algo.init(params)
-  t0 = time.perf_counter()
-  compiled = jax.jit(step, donate_argnums=0).lower(state, *inputs(1)).compile()
-  compile_s = time.perf_counter() - t0
-  state, times, losses = _time_rounds(compiled, state, inputs, rounds)
+  compiled, compile_s = _compile(step, state, *_pinned_inputs(1), donate=True)
+  state, times, losses = _time_rounds(compiled, state, _pinned_inputs, rounds)
   extra = {"chunk_size": chunk, "unroll": unroll, "conv_impl": _impl(chunk)}
   if evaluate:
-    from fedpriv.data import fashion_mnist, stack_eval  # pylint: disable=import-outside-toplevel
-    from fedpriv.evaluate import batch_eval_data, evaluate as ev  # pylint: disable=import-outside-toplevel
+    # pylint: disable=import-outside-toplevel
+    from fedpriv.data import stack_eval
+    from fedpriv.evaluate import batch_eval_data, evaluate as ev
     xt, yt = fashion_mnist.load("test")
     test = jax.tree.map(jnp.asarray, batch_eval_data(stack_eval(xt, yt), 250))
     extra["test_acc"] = float(jax.jit(lambda p, t: ev(task, p, t))(state.params, test)
@@ -156,9 +188,7 @@ def run_fedavg(rounds, chunk, unroll, evaluate):
   return _result("fedavg", times, compile_s, losses, **extra)
 
 
-def _sgd_scan(task, jax, jnp, unroll):
-  from jax import lax  # pylint: disable=import-outside-toplevel
-
+def _sgd_scan(task, unroll):
   def train(params, xb, yb):
     ones = jnp.ones(xb.shape[1], bool)
 
@@ -175,8 +205,8 @@ def run_ceiling_seq(rounds, chunk, unroll):
   del chunk
   # One model, never vmapped: XLA's convolution with the im2col weight gradient is the
   # fastest formulation measured for this case.
-  jax, jnp, np, workload, task, params, population = _setup("xla")
-  train = _sgd_scan(task, jax, jnp, unroll)
+  task, params, population = _setup("xla")
+  train = _sgd_scan(task, unroll)
 
   def inputs(rnd):
     ids, pos = workload.round_schedule(rnd)
@@ -188,17 +218,14 @@ def run_ceiling_seq(rounds, chunk, unroll):
     p = train(p, xb, yb)
     return p, jnp.zeros(())
 
-  t0 = time.perf_counter()
-  compiled = jax.jit(step, donate_argnums=0).lower(params, *inputs(1)).compile()
-  compile_s = time.perf_counter() - t0
+  compiled, compile_s = _compile(step, params, *inputs(1), donate=True)
   _, times, _ = _time_rounds(compiled, params, inputs, rounds)
   return _result("ceiling_seq", times, compile_s, unroll=unroll, conv_impl="xla")
 
 
 def run_ceiling_vmap(rounds, chunk, unroll):
-  jax, jnp, np, workload, task, params, population = _setup(_impl(chunk))
-  from jax import lax  # pylint: disable=import-outside-toplevel
-  train = _sgd_scan(task, jax, jnp, unroll)
+  task, params, population = _setup(_impl(chunk))
+  train = _sgd_scan(task, unroll)
 
   def inputs(rnd):
     ids, pos = workload.round_schedule(rnd)
@@ -210,9 +237,7 @@ def run_ceiling_vmap(rounds, chunk, unroll):
     out = lax.map(lambda b: train(p, b[0], b[1]), (xb, yb), batch_size=chunk)
     return jax.tree.map(lambda a: a[0], out), jnp.zeros(())
 
-  t0 = time.perf_counter()
-  compiled = jax.jit(step).lower(params, *inputs(1)).compile()
-  compile_s = time.perf_counter() - t0
+  compiled, compile_s = _compile(step, params, *inputs(1))
   _, times, _ = _time_rounds(compiled, params, inputs, rounds)
   return _result("ceiling_vmap", times, compile_s, chunk_size=chunk, unroll=unroll,
                  conv_impl=_impl(chunk))
@@ -221,13 +246,12 @@ def run_ceiling_vmap(rounds, chunk, unroll):
 def run_private(rounds, chunk, unroll, proxy=False):
   """The pinned round with the whole update-privacy stack (see the module docstring);
   with `proxy`, clients also receive FedQSN proxies instead of the model."""
-  jax, jnp, np, workload, task, params, population = _setup(_impl(chunk))
-  import optax  # pylint: disable=import-outside-toplevel
-  from fedpriv import keys as keylib  # pylint: disable=import-outside-toplevel
-  from fedpriv.config import PrivacyConfig  # pylint: disable=import-outside-toplevel
-  from fedpriv.fedavg import FedAvg  # pylint: disable=import-outside-toplevel
-  from fedpriv.privacy.mechanism import make_mechanism  # pylint: disable=import-outside-toplevel
-  from fedpriv.privacy.uplink import PrivateUplink, flat_size_and_unravel  # pylint: disable=import-outside-toplevel
+  # The privacy and FedQSN modules load only in the sections that measure them.
+  # pylint: disable=import-outside-toplevel
+  from fedpriv.config import PrivacyConfig
+  from fedpriv.privacy.mechanism import make_mechanism
+  from fedpriv.privacy.uplink import PrivateUplink, flat_size_and_unravel
+  task, params, population = _setup(_impl(chunk))
 
   size, unravel = flat_size_and_unravel(params)
   privacy = PrivacyConfig(enabled=True, clip=0.1, mask_ratio=0.9, bits=12,
@@ -238,36 +262,28 @@ def run_private(rounds, chunk, unroll, proxy=False):
   base = keylib.base_key(workload.SEED)
   links = {"uplink": uplink}
   if proxy:
-    from fedpriv.fedqsn.private_uplink import PrivateProxyUplink  # pylint: disable=import-outside-toplevel
-    from fedpriv.fedqsn.proxy import FedQSNDownlink  # pylint: disable=import-outside-toplevel
-    from fedpriv.fedqsn.units import model_spec  # pylint: disable=import-outside-toplevel
+    from fedpriv.fedqsn.private_uplink import PrivateProxyUplink
+    from fedpriv.fedqsn.proxy import FedQSNDownlink
+    from fedpriv.fedqsn.units import model_spec
     shapes = jax.eval_shape(lambda: params)
     downlink = FedQSNDownlink.make(model_spec("cnn", shapes), shapes, base, p1=0.5, p2=0.2,
                                    client_mask="exact", bits=4, block_size=64)
     links = {"downlink": downlink, "uplink": PrivateProxyUplink.make(uplink, downlink)}
-  algo = FedAvg(task=task, client_optimizer=optax.sgd(workload.LR),
-                server_optimizer=optax.sgd(1.0), clients_per_round=workload.CLIENTS_PER_ROUND,
-                local_epochs=1, batch_size=workload.BATCH, chunk_size=chunk, unroll=unroll,
-                **links)
+  algo = _pinned_fedavg(task, chunk, unroll, **links)
   uplink = algo.uplink
   pop = jax.tree.map(jnp.asarray, population)
-  sample = jax.jit(lambda ids, pos, rnd: algo.pad_cohort(
-      ids, keylib.round_key(base, rnd), batches=(pos, jnp.ones(pos.shape, bool))))
+  sample = jax.jit(_pinned_cohort(algo, base))
 
   def apply(state, cohort, server_ctx):
     state, m = algo.apply(state, pop, cohort, base, server_ctx)
     return state, m["train_loss"]
 
-  def inputs(rnd):
-    ids, pos = workload.round_schedule(rnd)
-    return jnp.asarray(ids), jnp.asarray(pos), jnp.asarray(rnd, jnp.int32)
-
   state = algo.init(params)
   host_s = []
   t0 = time.perf_counter()
-  cohort, server_ctx, _ = uplink.prepare_round(sample(*inputs(1)), 1)
-  compiled = jax.jit(apply, donate_argnums=0).lower(state, cohort, server_ctx).compile()
-  compile_s = time.perf_counter() - t0
+  cohort, server_ctx, _ = uplink.prepare_round(sample(*_pinned_inputs(1)), 1)
+  compiled, _ = _compile(apply, state, cohort, server_ctx, donate=True)
+  compile_s = time.perf_counter() - t0  # the first host step included
 
   def step(state, ids, pos, rnd):
     t = time.perf_counter()
@@ -275,8 +291,8 @@ def run_private(rounds, chunk, unroll, proxy=False):
     host_s.append(time.perf_counter() - t)
     return compiled(state, cohort, server_ctx)
 
-  state, times, losses = _time_rounds(step, state, inputs, rounds)
-  stages_s = _privacy_stages_s(jax, jnp, algo, state.params, cohort, server_ctx, base, rounds)
+  state, times, losses = _time_rounds(step, state, _pinned_inputs, rounds)
+  stages_s = _privacy_stages_s(algo, state.params, cohort, server_ctx, base, rounds)
   return _result("full" if proxy else "private", times, compile_s, losses, chunk_size=chunk,
                  unroll=unroll,
                  conv_impl=_impl(chunk), host_step_s=statistics.median(host_s[1:] or host_s),
@@ -284,13 +300,10 @@ def run_private(rounds, chunk, unroll, proxy=False):
                  parameters=size)
 
 
-def _privacy_stages_s(jax, jnp, algo, params, cohort, server_ctx, base, rounds):
+def _privacy_stages_s(algo, params, cohort, server_ctx, base, rounds):
   """Seconds of the privacy stages alone for one round: every client's proxy (when the
   downlink builds one) and encode (mask, clip, quantize, noise, secure-aggregation mask)
   of a stand-in trained model, the sum, and the server's decode; no local training."""
-  from fedpriv import keys as keylib  # pylint: disable=import-outside-toplevel
-  from fedpriv.cohort import map_reduce  # pylint: disable=import-outside-toplevel
-  from fedpriv.fedavg import ClientResult  # pylint: disable=import-outside-toplevel
   uplink = algo.uplink
 
   def stages(params, cohort, server_ctx):
@@ -309,25 +322,11 @@ def _privacy_stages_s(jax, jnp, algo, params, cohort, server_ctx, base, rounds):
     return uplink.decode(total, params, keylib.server_key(rkey, keylib.SERVER_NOISE),
                          context=(round_ctx, server_ctx))
 
-  compiled = jax.jit(stages).lower(params, cohort, server_ctx).compile()
-  jax.block_until_ready(compiled(params, cohort, server_ctx))
-  times = []
-  for _ in range(max(rounds - 1, 1)):
-    t0 = time.perf_counter()
-    jax.block_until_ready(compiled(params, cohort, server_ctx))
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+  compiled, _ = _compile(stages, params, cohort, server_ctx)
+  return _median_call_s(compiled, (params, cohort, server_ctx), max(rounds - 1, 1))
 
 
 def run_scaling(cohort, chunk, unroll, rounds):
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  import optax  # pylint: disable=import-outside-toplevel
-  from fedpriv import keys as keylib  # pylint: disable=import-outside-toplevel
-  from fedpriv.data import fashion_mnist, pack_clients, partition  # pylint: disable=import-outside-toplevel
-  from fedpriv.fedavg import FedAvg  # pylint: disable=import-outside-toplevel
-  from fedpriv.models import make_task  # pylint: disable=import-outside-toplevel
-
   x, y = fashion_mnist.load("train")
   pop = jax.tree.map(jnp.asarray, pack_clients(x, y, partition.iid(len(x), 6000, 0)))
   impl = _CONV.value if _CONV.value != "auto" else ("xla" if chunk == 1 else "im2col")
@@ -342,9 +341,7 @@ def run_scaling(cohort, chunk, unroll, rounds):
     state, m = algo.run_round(state, pop, base)
     return state, m["train_loss"]
 
-  t0 = time.perf_counter()
-  compiled = jax.jit(step, donate_argnums=0).lower(state, base).compile()
-  compile_s = time.perf_counter() - t0
+  compiled, compile_s = _compile(step, state, base, donate=True)
   temp = compiled.memory_analysis().temp_size_in_bytes
   _, times, _ = _time_rounds(compiled, state, lambda r: (base,), rounds)
   out = _result(f"scaling_{cohort}", times, compile_s, cohort=cohort,
@@ -355,22 +352,10 @@ def run_scaling(cohort, chunk, unroll, rounds):
 
 def run_breakdown(rounds, chunk, unroll):
   """Times the full round and nested parts of it on the pinned workload."""
-  jax, jnp, np, workload, task, params, population = _setup(_impl(chunk))
-  import optax  # pylint: disable=import-outside-toplevel
-  from fedpriv import keys as keylib  # pylint: disable=import-outside-toplevel
-  from fedpriv.cohort import map_reduce  # pylint: disable=import-outside-toplevel
-  from fedpriv.fedavg import FedAvg  # pylint: disable=import-outside-toplevel
-  from fedpriv.local import local_train  # pylint: disable=import-outside-toplevel
-
-  algo = FedAvg(task=task, client_optimizer=optax.sgd(workload.LR),
-                server_optimizer=optax.sgd(1.0), clients_per_round=10, local_epochs=1,
-                batch_size=workload.BATCH, chunk_size=chunk, unroll=unroll)
+  task, params, population = _setup(_impl(chunk))
+  algo = _pinned_fedavg(task, chunk, unroll)
   pop = jax.tree.map(jnp.asarray, population)
-  base = keylib.base_key(workload.SEED)
-
-  def cohort_of(ids, pos, rnd):
-    return algo.pad_cohort(ids, keylib.round_key(base, rnd),
-                           batches=(pos, jnp.ones(pos.shape, bool)))
+  cohort_of = _pinned_cohort(algo, keylib.base_key(workload.SEED))
 
   def full(state, ids, pos, rnd):
     return algo.apply(state, pop, cohort_of(ids, pos, rnd))[0].params
@@ -401,23 +386,14 @@ def run_breakdown(rounds, chunk, unroll):
                                               state.opt_state, state.params)
     return optax.apply_updates(state.params, updates)
 
-  ids, pos = workload.round_schedule(1)
-  args = (jnp.asarray(ids), jnp.asarray(pos), jnp.asarray(1, jnp.int32))
+  args = _pinned_inputs(1)
   state = algo.init(params)
   out = {"section": "breakdown", "chunk_size": chunk, "unroll": unroll,
          "conv_impl": _impl(chunk)}
   for name, fn in (("full_round", full), ("local_training", train_only),
                    ("aggregation_and_server", aggregate_only)):
-    t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(state, *args).compile()
-    out[f"{name}_compile_s"] = time.perf_counter() - t0
-    jax.block_until_ready(compiled(state, *args))
-    times = []
-    for _ in range(max(rounds - 1, 1)):
-      t0 = time.perf_counter()
-      jax.block_until_ready(compiled(state, *args))
-      times.append(time.perf_counter() - t0)
-    out[f"{name}_s"] = statistics.median(times)
+    compiled, out[f"{name}_compile_s"] = _compile(fn, state, *args)
+    out[f"{name}_s"] = _median_call_s(compiled, (state, *args), max(rounds - 1, 1))
   out["peak_rss_mb"] = _peak_mb()
   return out
 
@@ -459,7 +435,6 @@ def _table(results: list[dict]) -> str:
 
 def _machine() -> str:
   import platform  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
   cpu = ""
   try:
     with open("/proc/cpuinfo") as f:
@@ -504,9 +479,8 @@ def main(argv):
   if "fedavg" in by:
     fed = by["fedavg"]
     if "train_loss" in fed:
-      from launch.workload import REFERENCE_LOSSES  # pylint: disable=import-outside-toplevel
       got = ", ".join(f"round {k}: {fed['train_loss'][k - 1]:.4f} (peers {v})"
-                      for k, v in REFERENCE_LOSSES.items() if k <= len(fed["train_loss"]))
+                      for k, v in workload.REFERENCE_LOSSES.items() if k <= len(fed["train_loss"]))
       print(f"loss cross-check: {got}")
     for name in ("private", "full"):
       if name not in by:

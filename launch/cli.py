@@ -1,11 +1,44 @@
-"""What every launch script shares: one-line refusals with exit status 2, the exits of a
-training run, and running one run of a sweep as a child process."""
+"""What every launch script shares: the `--config` and `--workdir` flags, one-line
+refusals with exit status 2, the exits of a training run, and running one run of a sweep
+as a child process.
+
+Importing this module defines no flag: a script calls `config_flag()` / `workdir_flag()`
+at its top level, and a second call in the same process (two launch modules imported
+together, as tests do) returns the flag the first defined instead of redefining it
+(absl's DuplicateFlagError)."""
 import signal
 import subprocess
 import sys
 import threading
 
 from absl import flags, logging
+from ml_collections import config_flags
+
+
+def _existing(name: str):
+  """The holder of flag `name` if some module already defined it, else None."""
+  if name in flags.FLAGS:
+    return flags.FlagHolder(flags.FLAGS, flags.FLAGS[name])
+  return None
+
+
+def config_flag(help_text: str = "Experiment config file (launch/configs/*.py[:preset]).",
+                ) -> flags.FlagHolder:
+  """`--config=launch/configs/X.py[:preset]` (an ml_collections config file whose keys
+  `--config.KEY=VALUE` overrides), defined once per process."""
+  existing = _existing("config")
+  if existing is not None:
+    return existing
+  return config_flags.DEFINE_config_file("config", None, help_text)
+
+
+def workdir_flag(help_text: str = "Where metrics.jsonl and summary.json go.",
+                 ) -> flags.FlagHolder:
+  """`--workdir=DIR` (no default), defined once per process."""
+  existing = _existing("workdir")
+  if existing is not None:
+    return existing
+  return flags.DEFINE_string("workdir", None, help_text)
 
 
 def refuse(message: str) -> None:

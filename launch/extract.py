@@ -13,9 +13,11 @@ import pathlib
 
 from absl import app, flags
 
-from launch.cli import check_common, claim_existing_workdir, run_experiment
-from launch.train import _CONFIG, _WORKDIR, parse_flags, refuse
+from launch.cli import (check_common, claim_existing_workdir, config_flag, parse_flags,
+                        refuse, run_experiment, workdir_flag)
 
+_CONFIG = config_flag()
+_WORKDIR = workdir_flag()
 _ATTACKERS = flags.DEFINE_integer("attackers", 3, "Clients of the final round that attack "
                                   "alone (last proxy; all proxies kept over the run).")
 _COLLUDERS = flags.DEFINE_integer("colluders", 5, "k: clients of the final round that pool "

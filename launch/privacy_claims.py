@@ -11,11 +11,10 @@ most participations of any client, each by RDP and PLD with its relation, sampli
 delta.
 """
 from absl import app
-from ml_collections import config_flags
 
-from launch.cli import check_common, parse_flags, refuse
+from launch.cli import check_common, config_flag, parse_flags, refuse
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.")
+_CONFIG = config_flag()
 
 
 def main(argv):

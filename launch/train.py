@@ -15,14 +15,12 @@ command continues the run. Changing only `rounds`, `eval_every` or `checkpoint_e
 continues a run in its workdir.
 """
 from absl import app, flags
-from ml_collections import config_flags
 
-from launch.cli import (check_common, claim_existing_workdir, parse_flags, refuse,
-                        run_experiment)
+from launch.cli import (check_common, claim_existing_workdir, config_flag, parse_flags,
+                        refuse, run_experiment, workdir_flag)
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file "
-                                          "(launch/configs/*.py[:preset]).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where metrics.jsonl and summary.json go.")
+_CONFIG = config_flag()
+_WORKDIR = workdir_flag()
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", None, "host:port of process 0, to run one experiment over "
     "several processes/hosts with jax.distributed (use with --config.num_devices).")

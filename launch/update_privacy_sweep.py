@@ -18,9 +18,9 @@ import sys
 from absl import app, flags
 
 from fedpriv.workdir import PREEMPTED_EXIT
-from launch.cli import claim_folder, run_child
+from launch.cli import claim_folder, run_child, workdir_flag
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Where each row's run goes.")
+_WORKDIR = workdir_flag("Where each row's run goes.")
 _PRESET = flags.DEFINE_string("preset", "launch/configs/fashion_mnist.py:private",
                               "Config file and preset with the whole stack.")
 _ROWS = flags.DEFINE_list("rows", None, "Rows to run (default: all).")

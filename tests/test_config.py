@@ -116,6 +116,16 @@ def test_fedqsn_cross_checks_and_nested_groups():
     ({"noise": "distributed", "noise_multiplier": 1.0, "bits": 8},
      "noise: 'distributed' noise is only sound behind secure aggregation"),
     ({"dropout": 0.1}, "dropout: is secure aggregation.s"),
+    ({"rotation": "dct", "bits": 8}, "rotation: must be one of"),
+    ({"rotation": "hadamard"}, "rotation: the rotation exists to shrink the quantizer"),
+    ({"rotation": "hadamard", "bits": 8, "rotation_sigmas": 0.5},
+     r"rotation_sigmas: must be in \[1, 64\]"),
+    ({"rotation_sigmas": 3.0, "bits": 8}, "rotation_sigmas: sets the rotated quantizer"),
+    ({"adaptive_clip": True, "bits": 8, "secagg": True},
+     "adaptive_clip: with secure aggregation the count"),
+    ({"adaptive_clip_quantile": 0.0}, r"adaptive_clip_quantile: must be in \(0, 1\)"),
+    ({"adaptive_clip_lr": 0.0}, "adaptive_clip_lr: must be > 0"),
+    ({"adaptive_clip_count_stddev": -1.0}, "adaptive_clip_count_stddev: must be >= 0"),
 ])
 def test_bad_privacy_values_are_refused(values, match):
   with pytest.raises(ConfigError, match="config.privacy." + match):

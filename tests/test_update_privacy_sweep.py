@@ -36,3 +36,19 @@ def test_every_row_is_a_valid_config_with_its_stage_on():
   assert (stack.mask_ratio, stack.bits, stack.noise, stack.secagg) == (0.9, 12,
                                                                       "distributed", True)
   assert stack.target_epsilon == 4.0
+
+
+def test_bits_sweep_rows_are_valid_configs_that_differ_only_in_bits_and_rotation():
+  from launch import bits_sweep  # pylint: disable=import-outside-toplevel
+  spec = importlib.util.spec_from_file_location(
+      "fm2", os.path.join(ROOT, "launch", "configs", "fashion_mnist.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  base = module.get_config("fedavg").to_dict()
+  rows = bits_sweep.rows(["4", "8"], 2.0, 4.0)
+  assert list(rows) == ["float", "b4", "b4_rot", "b8", "b8_rot"]
+  for name, overrides in rows.items():
+    cfg = Config.from_dict({**base, "privacy": {**base["privacy"], **overrides}}).privacy
+    assert cfg.enabled and cfg.clip == 2.0 and cfg.noise == "none" and not cfg.secagg
+    assert cfg.bits == (0 if name == "float" else int(name[1:].split("_")[0]))
+    assert cfg.rotation == ("hadamard" if name.endswith("_rot") else "none")

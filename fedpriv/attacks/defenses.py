@@ -146,7 +146,7 @@ def describe(defense: Defense, mechanism, rounds: int) -> dict:
   from fedpriv.privacy import accounting  # pylint: disable=import-outside-toplevel
   cfg = mechanism.config
   out.update(mask_ratio=cfg.mask_ratio, bits=cfg.bits, clip=cfg.clip, noise=cfg.noise,
-             secagg=cfg.secagg, uplink_bits_per_param=mechanism.keep *
+             secagg=cfg.secagg, uplink_bits_per_param=mechanism.dim *
              mechanism.uplink_value_bits / mechanism.size)
   if mechanism.noisy:
     out.update(noise_multiplier=mechanism.noise_multiplier, delta=cfg.delta,

@@ -124,8 +124,8 @@ def accountant_noise_multiplier(mech, noise_multiplier: float | None = None) -> 
     return z / f
   delta_levels = mech.level_bound
   share = z * delta_levels / math.sqrt(mech.survivors)
-  eps = ddg_epsilon(f * delta_levels, f * delta_levels * math.sqrt(mech.keep),
-                    mech.survivors, share, mech.keep)
+  eps = ddg_epsilon(f * delta_levels, f * delta_levels * math.sqrt(mech.dim),
+                    mech.survivors, share, mech.dim)
   return 1.0 / eps
 
 

@@ -1,19 +1,20 @@
 """The communication ledger: exact bits each client sends and receives per round.
 
 Uplink, per client and round:
-  * the vector: k coordinates (k = d without masking) of `Mechanism.uplink_value_bits`
+  * the vector: k coordinates (k = d without masking; D, k padded to a power of two,
+    with a Hadamard rotation) of `Mechanism.uplink_value_bits`
     each: 32 for float32, b for b-bit codes, k_ring for secure-aggregation ring
     elements (masked values are uniform in the ring, so every bit is needed; bit-packed);
     clients that drop out send none; no per-client scale travels (the quantizer's range
-    [-C, C] is public) and no indices (the kept coordinates come from a public seed);
+    [-R, R] is public: R = C, or t C / sqrt(D) with a rotation) and no indices (the kept coordinates come from a public seed);
   * secure aggregation's protocol messages, counted from the bytes the protocol
     actually produced (`secagg.RoundSetup.uplink_bytes`): two public keys, one
     AES-GCM ciphertext of two Shamir shares per neighbour, one share per neighbour
     when unmasking.
 Downlink, per client and round:
   * the model: d x the downlink's bits per parameter (32 for the plain float32 model);
-  * the mask's coordinates: a 64-bit public round seed when masking is on (the kept
-    indices are expanded from it, not sent);
+  * the mask's coordinates and the rotation's signs: one 64-bit public round seed when
+    either is on (the kept indices and the signs are expanded from it, not sent);
   * secure aggregation: the neighbours' public keys, the ciphertexts routed to the
     client, the list of surviving neighbours (`RoundSetup.downlink_bytes`).
 Averaged over the clients sampled in each round and over rounds, divided by d, they
@@ -36,7 +37,7 @@ class RoundBits(NamedTuple):
 
 def vector_bits(mech) -> int:
   """Bits of one client's update vector as sent."""
-  return mech.keep * mech.uplink_value_bits
+  return mech.dim * mech.uplink_value_bits
 
 
 def round_bits(mech, downlink_bits_per_param: float, sent=None, secagg_uplink_bytes=None,
@@ -53,7 +54,7 @@ def round_bits(mech, downlink_bits_per_param: float, sent=None, secagg_uplink_by
   sent = np.ones(m, bool) if sent is None else np.asarray(sent, bool)[:m]
   up = np.where(sent, vector_bits(mech), 0).astype(np.float64)
   down = np.full(m, downlink_bits_per_param * mech.size, np.float64)
-  if mech.config.mask_ratio > 0:
+  if mech.config.mask_ratio > 0 or mech.rotating:
     down += MASK_SEED_BITS
   if secagg_uplink_bytes is not None:
     up += 8.0 * np.asarray(secagg_uplink_bytes, np.float64)[:m]

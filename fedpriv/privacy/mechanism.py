@@ -14,8 +14,8 @@ import math
 from fedpriv.config import ConfigError, PrivacyConfig, secagg_threshold_count
 from fedpriv.privacy import accounting, secagg
 from fedpriv.privacy import privatizers as pv
-from fedpriv.privacy.privatizers import (codes_center, kept_count, quantizer_step,
-                                         rounding_norm_bound)
+from fedpriv.privacy.privatizers import (codes_center, kept_count, next_power_of_two,
+                                         quantizer_step, rounding_norm_bound)
 from fedpriv.privacy.secagg import required_ring_bits
 
 
@@ -61,6 +61,30 @@ class Mechanism:
     return kept_count(self.size, self.config.mask_ratio)
 
   @property
+  def rotating(self) -> bool:
+    return self.config.rotation == "hadamard"
+
+  @property
+  def dim(self) -> int:
+    """Values each client sends: k, or k padded to a power of two D when rotating."""
+    return next_power_of_two(self.keep) if self.rotating else self.keep
+
+  @property
+  def quantizer_range(self) -> float:
+    """R: the quantizer's levels span [-R, R]. The clip bound C without rotation; with
+    it t C / sqrt(D) (t = `rotation_sigmas`), at most C. Never from the data."""
+    c = self.config.clip
+    if not self.rotating:
+      return c
+    return min(c, self.config.rotation_sigmas * c / math.sqrt(self.dim))
+
+  @property
+  def saturates(self) -> bool:
+    """Whether out-of-range values are clamped (False: carried modulo the secure-
+    aggregation ring, which only happens with a rotation behind secure aggregation)."""
+    return not (self.rotating and self.config.secagg)
+
+  @property
   def mask_scale(self) -> float:
     return self.size / self.keep
 
@@ -75,7 +99,7 @@ class Mechanism:
   @property
   def step(self) -> float:
     """Distance between quantizer levels (float units)."""
-    return quantizer_step(self.config.bits, self.config.clip)
+    return quantizer_step(self.config.bits, self.quantizer_range)
 
   # -- sensitivity ----------------------------------------------------------------
   @property
@@ -83,7 +107,8 @@ class Mechanism:
     """Delta in levels: the bound conditional rounding enforces (None: not used)."""
     if not (self.quantized and self.noisy):
       return None
-    return rounding_norm_bound(self.config.clip, self.config.bits, self.keep)
+    return rounding_norm_bound(self.config.clip, self.config.bits, self.dim,
+                               bound=self.quantizer_range)
 
   @property
   def l2_bound(self) -> float:
@@ -101,9 +126,36 @@ class Mechanism:
     return self.cohort - int(self.config.dropout * self.cohort)
 
   @property
+  def adaptive(self) -> bool:
+    return self.config.adaptive_clip
+
+  @property
+  def count_stddev(self) -> float:
+    """sigma_b, the std of the noise on adaptive clipping's count (0 when off)."""
+    if not self.adaptive:
+      return 0.0
+    return self.config.adaptive_clip_count_stddev or self.cohort / 20.0
+
+  @property
+  def sum_noise_multiplier(self) -> float:
+    """The noise multiplier on the sum of updates. `noise_multiplier` z is that of the
+    whole round's release; with adaptive clipping the count's release takes its share
+    and the sum's is raised to (z^-2 - (2 sigma_b)^-2)^-1/2 (Andrew et al. 2021,
+    Theorem 1: the pair is then a Gaussian mechanism with multiplier z)."""
+    z = self.noise_multiplier
+    if not (self.adaptive and self.noisy) or z <= 0:
+      return z
+    rest = z ** -2 - (2.0 * self.count_stddev) ** -2
+    return math.inf if rest <= 0 else rest ** -0.5
+
+  @property
   def central_sigma(self) -> float:
-    """Std of the server's Gaussian noise on the sum (float units); 0 unless central."""
-    return self.noise_multiplier * self.l2_bound if self.config.noise == "central" else 0.0
+    """Std of the server's Gaussian noise on the sum (float units at the round-1 clip
+    bound; adaptive clipping scales the sum and its noise by C_t / C_1); 0 unless
+    central."""
+    if self.config.noise != "central":
+      return 0.0
+    return self.sum_noise_multiplier * self.l2_bound
 
   @property
   def sum_sigma_levels(self) -> float:
@@ -164,7 +216,8 @@ class Mechanism:
   def privatizer(self) -> pv.Stage:
     """The chain of stages a client runs on its flat update (and the server inverts on
     the sum), in the order whose privacy argument `privatizers`' docstring gives:
-    mask, clip, central noise, quantize, distributed noise, secure aggregation. Each
+    mask, clip, rotation, central noise, quantize, distributed noise, secure
+    aggregation. Each
     stage is present only when the config turns it on; every hyper-parameter comes from
     this object."""
     cfg = self.config
@@ -172,11 +225,14 @@ class Mechanism:
     if self.keep < self.size:
       stages.append(pv.random_mask(cfg.mask_ratio, self.size))
     stages.append(pv.clip_l2(cfg.clip))
+    if self.rotating:
+      stages.append(pv.hadamard_rotation(self.keep))
     if cfg.noise == "central":
       stages.append(pv.central_gaussian_noise(self.central_sigma))
     if self.quantized:
-      stages.append(pv.stochastic_quantize(cfg.bits, cfg.clip, self.level_bound,
-                                           self.sum_ring_bits))
+      stages.append(pv.stochastic_quantize(cfg.bits, self.quantizer_range, self.level_bound,
+                                           self.sum_ring_bits, saturate=self.saturates,
+                                           count_beyond=self.rotating))
     if cfg.noise == "distributed":
       stages.append(pv.discrete_gaussian_noise(self.client_sigma))
     if cfg.secagg:
@@ -212,6 +268,11 @@ class Mechanism:
                         "cohort size): use central noise, or fixed-size sampling")
     if self.noisy and not self.noise_multiplier > 0:
       raise ConfigError("privacy.noise_multiplier", "must be > 0 when noise is on")
+    if self.noisy and not math.isfinite(self.sum_noise_multiplier):
+      raise ConfigError("privacy.adaptive_clip_count_stddev", f"the count's noise "
+                        f"(sigma_b = {self.count_stddev:g}) leaves no budget for the sum at "
+                        f"noise multiplier {self.noise_multiplier:.4g}: 2 sigma_b must "
+                        "exceed it (raise adaptive_clip_count_stddev)")
     if cfg.noise == "distributed" and self.client_sigma < 0.5:
       raise ConfigError("privacy.noise_multiplier", f"each client's discrete Gaussian "
                         f"share would have sigma {self.client_sigma:.3f} < 1/2 levels, "
@@ -222,6 +283,11 @@ class Mechanism:
     out = {"privacy_keep": self.keep, "privacy_l2_bound": self.l2_bound,
            "privacy_noise_multiplier": self.noise_multiplier,
            "privacy_uplink_value_bits": self.uplink_value_bits}
+    if self.adaptive:
+      out.update(privacy_sum_noise_multiplier=self.sum_noise_multiplier,
+                 privacy_count_stddev=self.count_stddev)
+    if self.rotating:
+      out.update(privacy_rotated_dim=self.dim, privacy_quantizer_range=self.quantizer_range)
     if self.poisson:
       out["privacy_capacity"] = self.capacity
     if self.config.noise == "distributed":

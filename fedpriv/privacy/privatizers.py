@@ -31,13 +31,23 @@ For one client with update x in R^d:
      to d/k, so nothing before this point bounds the sensitivity.
   2. `clip_l2(C)`: ||y||_2 <= C for what is actually sent (zeros when the norm is not
      finite). Clipping *after* the mask is what makes C a bound on the released vector.
+  2b. `hadamard_rotation(k)` (`privacy.rotation = "hadamard"` only): pads the clipped
+     k-vector with zeros to D = the next power of two and applies the orthogonal map
+     y = H S x / sqrt(D) (S: random signs from the public round key, H: the D x D
+     Walsh-Hadamard matrix), so ||y|| = ||x|| <= C and each coordinate of y is
+     sub-Gaussian with scale ||x|| / sqrt(D) (Kairouz, Liu & Steinke 2021). The server
+     inverts it on the sum (a linear map commutes with the sum) and drops the padding.
+     It lets the quantizer below use the range [-t C / sqrt(D), t C / sqrt(D)] (t =
+     `privacy.rotation_sigmas`) instead of [-C, C]: its step shrinks by sqrt(D) / t.
   3. `central_gaussian_noise(sigma)` (central noise only): nothing on the client; the
      server adds N(0, sigma^2) to the float sum. It sits before the quantizer in the
      chain because inverses run in reverse: its server part runs after the quantizer's
      inverse has turned integer codes back into floats.
-  4. `stochastic_quantize(bits, C, Delta, ring_bits)`: 2^b levels evenly spaced over
-     [-C, C] (the range is fixed by the clip bound, never by the data: |y_i| <= ||y||_2
-     <= C). Unbiased randomized rounding to a neighbouring level. With DP noise the
+  4. `stochastic_quantize(bits, R, Delta, ring_bits)`: 2^b levels evenly spaced over
+     [-R, R], R = C without rotation (the range is fixed by the clip bound, never by the
+     data: |y_i| <= ||y||_2 <= C), R = t C / sqrt(D) with it (fixed by C, D and t, never
+     by the data; a coordinate beyond R is saturated to the end level without secure
+     aggregation and carried modulo the ring with it, and both are counted). Unbiased randomized rounding to a neighbouring level. With DP noise the
      conditional variant re-draws the rounding while the centred integer codes' norm
      exceeds a fixed bound Delta (Kairouz, Liu & Steinke 2021's bound
      sqrt(c^2 + k/4 + sqrt(2 ln(1/beta)) (c + sqrt(k)/2)), c = C / step), and after a
@@ -104,6 +114,15 @@ def _identity(x, key, ctx):
   return x
 
 
+class Diagnosed(NamedTuple):
+  """A stage's output with counts for the simulation's metrics (e.g. how many values
+  the quantizer saturated). `chain` unwraps it and returns the merged counts beside the
+  final output. The counts are the simulation's diagnostics: a deployed client would
+  not send them, and the ledger does not count them."""
+  value: Any
+  diagnostics: dict
+
+
 class Stage(NamedTuple):
   """A client transform and its server inverse (see the module docstring)."""
   round_context: Callable[[jax.Array], Any]
@@ -125,9 +144,13 @@ def chain(*stages: Stage) -> Stage:
 
   def encode(x, key, ctx=ClientContext()):
     public = ctx.round if ctx.round is not None else (None,) * len(stages)
+    diagnostics = {}
     for i, s in enumerate(stages):
       x = s.encode(x, jax.random.fold_in(key, i), ClientContext(public[i], ctx.client))
-    return x
+      if isinstance(x, Diagnosed):
+        diagnostics.update(x.diagnostics)
+        x = x.value
+    return Diagnosed(x, diagnostics) if diagnostics else x
 
   def decode(total, key, ctx=ServerContext()):
     public = ctx.round if ctx.round is not None else (None,) * len(stages)
@@ -137,6 +160,11 @@ def chain(*stages: Stage) -> Stage:
     return total
 
   return Stage(round_context, encode, decode)
+
+
+def without_diagnostics(x):
+  """The value of a stage's output (drops `Diagnosed` counts)."""
+  return x.value if isinstance(x, Diagnosed) else x
 
 
 def global_norm(tree) -> jax.Array:
@@ -247,6 +275,83 @@ def random_mask(ratio: float, size: int) -> Stage:
 
 
 # ---------------------------------------------------------------------------------
+# Randomized Hadamard rotation: every coordinate about ||x|| / sqrt(D).
+
+
+def next_power_of_two(n: int) -> int:
+  """The smallest power of two >= n (n >= 1)."""
+  return 1 << max(0, int(n - 1).bit_length())
+
+
+def fwht(x: jax.Array) -> jax.Array:
+  """The unnormalized fast Walsh-Hadamard transform H x over the last axis (length a
+  power of two): log2(D) butterfly passes of O(D) each. H H = D I."""
+  d = x.shape[-1]
+  if d & (d - 1):
+    raise ValueError(f"fwht needs a power-of-two length, got {d}")
+  lead = x.shape[:-1]
+  h = 1
+  while h < d:
+    y = x.reshape(lead + (d // (2 * h), 2, h))
+    a, b = y[..., 0, :], y[..., 1, :]
+    x = jnp.stack([a + b, a - b], axis=-2).reshape(lead + (d,))
+    h *= 2
+  return x
+
+
+def rotation_signs(key: jax.Array, size: int) -> jax.Array:
+  """The diagonal S of the rotation: `size` independent +-1 (float32) from `key`."""
+  return jax.random.rademacher(key, (size,), jnp.float32)
+
+
+def hadamard_rotate(x: jax.Array, signs: jax.Array) -> jax.Array:
+  """y = H S x / sqrt(D): orthogonal, so ||y|| = ||x||."""
+  return fwht(x * signs) * jnp.float32(1.0 / math.sqrt(x.shape[-1]))
+
+
+def hadamard_unrotate(y: jax.Array, signs: jax.Array) -> jax.Array:
+  """x = S H y / sqrt(D), the inverse (and transpose) of `hadamard_rotate`."""
+  return fwht(y) * jnp.float32(1.0 / math.sqrt(y.shape[-1])) * signs
+
+
+def hadamard_rotation(size: int) -> Stage:
+  """Randomized Hadamard rotation of a flat `[size]` vector (Kairouz, Liu & Steinke 2021).
+
+  The client pads its vector with zeros to D = `next_power_of_two(size)` and sends
+  y = H S x / sqrt(D) (`[D]` values); S is D random signs from the stage's *public*
+  round key (the same for every client of a round, so the sum of the y is the
+  rotation of the sum). The server applies S H / sqrt(D) to the sum and drops the
+  padding. The map is orthogonal, so an L2 bound on x is one on y; each y_j =
+  sum_i (+-x_i) / sqrt(D) is sub-Gaussian with scale ||x|| / sqrt(D):
+  P(|y_j| > t ||x|| / sqrt(D)) <= 2 exp(-t^2 / 2), whatever x is (a spike included).
+
+  Padding to a power of two, not blockwise: the range argument then holds over the whole
+  vector, at the cost of up to 2x more values on the wire (`Mechanism.dim`).
+
+  Args:
+    size: the length of the vectors it is applied to (>= 1).
+  """
+  if size < 1:
+    raise ValueError(f"size must be >= 1, got {size}")
+  padded = next_power_of_two(size)
+
+  def round_context(key):
+    return rotation_signs(key, padded)
+
+  def encode(x, key, ctx):
+    del key
+    if x.shape[-1] != size:
+      raise ValueError(f"expected a vector of {size}, got shape {x.shape}")
+    return hadamard_rotate(jnp.pad(x.astype(jnp.float32), (0, padded - size)), ctx.round)
+
+  def decode(total, key, ctx):
+    del key
+    return hadamard_unrotate(total.astype(jnp.float32), ctx.round)[:size]
+
+  return stage(encode, decode, round_context)
+
+
+# ---------------------------------------------------------------------------------
 # Quantization: 2^b levels over [-bound, bound].
 
 
@@ -260,10 +365,16 @@ def codes_center(bits: int) -> float:
   return (2 ** bits - 1) / 2.0
 
 
-def _scaled(x, bits: int, bound: float):
-  """x in level units, clamped to [0, 2^b - 1]."""
+def _scaled(x, bits: int, bound: float, saturate: bool = True):
+  """x in level units, clamped to [0, 2^b - 1] when `saturate` (else unbounded: codes
+  beyond the range are carried by the ring, modulo its size)."""
   u = (x.astype(jnp.float32) + bound) / quantizer_step(bits, bound)
-  return jnp.clip(u, 0.0, 2.0 ** bits - 1)
+  return jnp.clip(u, 0.0, 2.0 ** bits - 1) if saturate else u
+
+
+def beyond_range(x: jax.Array, bound: float) -> jax.Array:
+  """How many coordinates of `x` lie outside [-bound, bound] (int32)."""
+  return jnp.sum(jnp.abs(x.astype(jnp.float32)) > bound, dtype=jnp.int32)
 
 
 def _round_randomly(key, u):
@@ -303,21 +414,23 @@ def dequantize_sum(total: jax.Array, count, bits: int, bound: float,
   return centred * jnp.float32(quantizer_step(bits, bound))
 
 
-def rounding_norm_bound(clip: float, bits: int, size: int, beta: float = 1e-4) -> float:
+def rounding_norm_bound(clip: float, bits: int, size: int, beta: float = 1e-4,
+                        bound: float | None = None) -> float:
   """The bound Delta (in levels) that `conditional_codes` enforces on centred codes.
 
   Kairouz, Liu & Steinke (2021, Lemma on randomized rounding): a vector of norm <= c
   rounded randomly has squared norm at most c^2 + k/4 + sqrt(2 ln(1/beta)) (c + sqrt(k)/2)
   with probability >= 1 - beta. The bound is enforced deterministically (see
-  `conditional_codes`), so beta only sets how often a draw is retried.
+  `conditional_codes`), so beta only sets how often a draw is retried. `bound` is the
+  quantizer's range (default `clip`; smaller after a rotation): c = clip / step.
   """
-  c = clip / quantizer_step(bits, clip)
+  c = clip / quantizer_step(bits, clip if bound is None else bound)
   return math.sqrt(c * c + size / 4.0 + math.sqrt(2.0 * math.log(1.0 / beta)) *
                    (c + math.sqrt(size) / 2.0))
 
 
 def conditional_codes(x: jax.Array, key: jax.Array, bits: int, bound: float,
-                      norm_bound: float, tries: int = 8):
+                      norm_bound: float, tries: int = 8, saturate: bool = True):
   """Stochastic codes whose centred norm ||codes - center||_2 is always <= `norm_bound`.
 
   Draws unbiased randomized roundings until one meets the bound (at most `tries`);
@@ -332,7 +445,7 @@ def conditional_codes(x: jax.Array, key: jax.Array, bits: int, bound: float,
     `(codes int32, tries_used)` with tries_used = 0 when the fallback was taken.
   """
   x = zero_if_not_finite(x)
-  u = _scaled(x, bits, bound)
+  u = _scaled(x, bits, bound, saturate)
   center = codes_center(bits)
   limit = jnp.float32(norm_bound) ** 2
 
@@ -359,7 +472,8 @@ def conditional_codes(x: jax.Array, key: jax.Array, bits: int, bound: float,
 
 
 def stochastic_quantize(bits: int, bound: float, norm_bound: float | None = None,
-                        ring_bits: int = 32) -> Stage:
+                        ring_bits: int = 32, saturate: bool = True,
+                        count_beyond: bool = False) -> Stage:
   """Unbiased b-bit stochastic quantization of a flat vector over [-bound, bound].
 
   The client sends int32 codes in [0, 2^b - 1]: exactly 2^b levels, code j standing for
@@ -374,6 +488,13 @@ def stochastic_quantize(bits: int, bound: float, norm_bound: float | None = None
     bound: the range [-bound, bound] (the clip bound).
     norm_bound: Delta in levels for conditional rounding, or None.
     ring_bits: the ring the sum of codes lives in (32: a plain int32 sum).
+    saturate: clamp values beyond the range to the end levels (True: codes stay in
+      [0, 2^b - 1], b bits each); False: their codes go beyond, and the ring the sum
+      lives in carries them modulo 2^ring_bits (Kairouz, Liu & Steinke's modular
+      clipping; only behind secure aggregation, whose ring elements are what is sent).
+      Conditional rounding's norm bound holds either way (|code - centre| never grows).
+    count_beyond: return `Diagnosed(codes, {"beyond_range": count})`, the number of
+      coordinates outside [-bound, bound] (saturated, or carried by the ring).
   """
   if not 1 <= bits <= 24:
     raise ValueError(f"bits must be in [1, 24], got {bits}")
@@ -381,8 +502,12 @@ def stochastic_quantize(bits: int, bound: float, norm_bound: float | None = None
   def encode(update, key, ctx):
     del ctx
     if norm_bound is None:
-      return quantize_codes(update, key, bits, bound)
-    return conditional_codes(update, key, bits, bound, norm_bound)[0]
+      codes = _round_randomly(key, _scaled(update, bits, bound, saturate))
+    else:
+      codes = conditional_codes(update, key, bits, bound, norm_bound, saturate=saturate)[0]
+    if count_beyond:
+      return Diagnosed(codes, {"beyond_range": beyond_range(zero_if_not_finite(update), bound)})
+    return codes
 
   def decode(total, key, ctx):
     del key

@@ -30,6 +30,7 @@ class PrivacyReport:
   downlink_bits_per_param: float = 32.0
   totals: ledger.Totals = dataclasses.field(default_factory=ledger.Totals)
   secagg_seconds: list = dataclasses.field(default_factory=list)
+  beyond_range: list = dataclasses.field(default_factory=lambda: [0, 0])  # [values, of]
   participations: np.ndarray | None = None  # rounds each client took part in so far
 
   def _count(self, client_ids, sampled) -> None:
@@ -63,6 +64,15 @@ class PrivacyReport:
     if "secagg_seconds" in metrics:
       self.secagg_seconds.append(float(metrics["secagg_seconds"]))
     out = {}
+    if evaluated and "clip_bound" in metrics:  # adaptive clipping: the bound of the round
+      out["clip_bound"] = float(metrics["clip_bound"])
+      out["clip_fraction_below"] = float(metrics["clip_fraction_below"])
+    if "uplink_beyond_range" in metrics:  # rotated quantizer: saturated / ring-carried
+      sent = (int(np.sum(metrics["sent"])) if metrics.get("sent") is not None else
+              int(metrics["clients_sampled"]) - int(metrics["clients_dropped_out"]))
+      beyond, values = int(metrics["uplink_beyond_range"]), sent * self.mechanism.dim
+      self.beyond_range = [self.beyond_range[0] + beyond, self.beyond_range[1] + values]
+      out["quantizer_beyond_range_fraction"] = beyond / max(values, 1)
     if evaluated:
       out["epsilon"] = accounting.epsilon(self.mechanism, rnd)
       out["epsilon_server_max"] = accounting.server_epsilon(self.mechanism,
@@ -78,12 +88,14 @@ class PrivacyReport:
     """The ledger's running totals, kept in the checkpoint: a resumed run's totals
     (and summary) count every round, not only those since the resume."""
     del exp
-    return {"privacy_ledger": list(self.totals), "secagg_seconds": list(self.secagg_seconds)}
+    return {"privacy_ledger": list(self.totals), "secagg_seconds": list(self.secagg_seconds),
+            "beyond_range": list(self.beyond_range)}
 
   def restore_bookkeeping(self, exp, saved):
     del exp
     self.totals = ledger.Totals(*saved["privacy_ledger"])
     self.secagg_seconds = list(saved["secagg_seconds"])
+    self.beyond_range = list(saved.get("beyond_range", [0, 0]))
 
   def on_continue(self, exp, changes, after_round):
     """A run continued for more rounds is accounted for its new total by `on_round` and
@@ -111,6 +123,13 @@ class PrivacyReport:
            "epsilons": claims,
            "privacy_max_participations": self.max_participations,
            **self.totals.per_param(mech.size), **mech.describe()}
+    if mech.adaptive:  # the bound the next round would use (the state's)
+      out["clip_bound_final"] = float(np.asarray(state.uplink)) * mech.config.clip
+    if mech.rotating:
+      # Values the rotated quantizer saturated (without secagg) or carried modulo the
+      # ring (with it), over every value sent in the run.
+      out["quantizer_beyond_range_fraction"] = (self.beyond_range[0] /
+                                                max(self.beyond_range[1], 1))
     if self.secagg_seconds:
       out["secagg_seconds_per_round"] = float(np.median(self.secagg_seconds))
     return out

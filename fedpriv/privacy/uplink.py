@@ -12,7 +12,9 @@ the flat update x = trained - start,
     v = secure_aggregation    ring element + masks that cancel in the sum
 
 and every message has one format, `{"vector": v, "count": 1 or 0}` (0 for a client
-that drops out of secure aggregation after masking). The server (decode) receives only
+that drops out of secure aggregation after masking), plus, with a rotation, the
+simulation's `"diagnostics"` (how many of the client's values fell outside the
+quantizer's range: a metric of the run, which a deployed client would not send). The server (decode) receives only
 the sum of the messages; it runs the stages' inverses in reverse order on the summed
 vector (unmask the ring, remove the codes' centres, add central noise, scatter the k
 coordinates back), divides by the count (public: who survived is known) and
@@ -41,7 +43,7 @@ from fedpriv.config import secagg_threshold_count
 from fedpriv.fedavg import ClientResult, Cohort
 from fedpriv.privacy import secagg
 from fedpriv.privacy.mechanism import Mechanism
-from fedpriv.privacy.privatizers import ClientContext, ServerContext
+from fedpriv.privacy.privatizers import ClientContext, Diagnosed, ServerContext
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -66,18 +68,53 @@ class PrivateUplink:
   def bits_per_param(self) -> float:
     """Bits per parameter of the vector alone (the ledger adds protocol overhead)."""
     m = self.mechanism
-    return m.keep * m.uplink_value_bits / m.size
+    return m.dim * m.uplink_value_bits / m.size
+
+  # -- the uplink's server state (adaptive clipping) ---------------------------------
+  @property
+  def stateful(self) -> bool:
+    """Whether the uplink keeps state in `ServerState.uplink` (adaptive clipping)."""
+    return self.mechanism.adaptive
+
+  def init_state(self):
+    """The clip scale s = C_t / C_1 (float32, 1 before round 1), or () when static."""
+    return jnp.ones((), jnp.float32) if self.stateful else ()
+
+  def update_state(self, state, total, key):
+    """Adaptive clipping's server step (Andrew et al. 2021, Algorithm 1).
+
+    The clients sent b_i - 1/2 (b_i = 1 when their update's norm was at most the
+    bound); the server adds N(0, sigma_b^2) with its secret key, divides by the
+    count (the expected count with Poisson sampling) and moves the bound
+    geometrically toward the target quantile gamma: s <- s exp(-eta (b - gamma)).
+
+    Returns:
+      `(new scale, metrics)`; the metrics are the bound used this round and the noisy
+      fraction b (both public: computed from the noisy release).
+    """
+    m = self.mechanism
+    cfg = m.config
+    noisy = total["below_clip"] + m.count_stddev * jax.random.normal(key, (), jnp.float32)
+    denom = jnp.float32(m.survivors) if m.poisson else jnp.maximum(total["count"], 1.0)
+    fraction = noisy / denom + 0.5
+    new = state * jnp.exp(-cfg.adaptive_clip_lr * (fraction - cfg.adaptive_clip_quantile))
+    return new, {"clip_bound": state * cfg.clip, "clip_fraction_below": fraction}
 
   # -- shared by all clients of a round ---------------------------------------------
-  def round_context(self, params, key):
+  def round_context(self, params, key, state=()):
     """Public per-round values of the stages (the kept coordinates: all clients use the
-    same)."""
+    same), and with adaptive clipping `(those, clip scale)` (1 without a state)."""
     del params
-    return self.privatizer.round_context(key)
+    ctx = self.privatizer.round_context(key)
+    if not self.stateful:
+      return ctx
+    return ctx, (jnp.ones((), jnp.float32) if isinstance(state, tuple) else state)
 
   def kept_coordinates(self, round_context):
     """The flat coordinates clients send this round, or None when they send all."""
     m = self.mechanism
+    if self.stateful:
+      round_context = round_context[0]
     return None if m.keep == m.size else round_context[0]  # the chain's first stage
 
   # -- one client ---------------------------------------------------------------------
@@ -88,17 +125,34 @@ class PrivateUplink:
       delta = jax.tree.map(lambda d, v: d * v.astype(d.dtype), delta, result.visible)
     flat, _ = ravel_pytree(delta)
     flat = flat.astype(jnp.float32)  # non-finite: the clip stage sends zeros
+    m = self.mechanism
+    below = None
+    if self.stateful:  # the chain runs at the round-1 bound on the update / s
+      round_ctx, scale = round_ctx
+      flat = flat / scale
+      seen = flat if m.keep == m.size else flat[round_ctx[0]] * m.mask_scale  # as clipped
+      norm = jnp.sqrt(jnp.sum(jnp.square(seen)))
+      below = (jnp.isfinite(norm) & (norm <= m.config.clip)).astype(jnp.float32) - 0.5
     vector = self.privatizer.encode(flat, key, ClientContext(round_ctx, client_ctx))
     sends = client_ctx.survived if self.mechanism.config.secagg else True
-    return {"vector": vector, "count": jnp.asarray(sends, jnp.float32)}
+    message = {"count": jnp.asarray(sends, jnp.float32)}
+    if below is not None:
+      message["below_clip"] = below
+    if isinstance(vector, Diagnosed):  # the simulation's counts: summed, never sent
+      vector, message["diagnostics"] = vector.value, vector.diagnostics
+    message["vector"] = vector
+    return message
 
   # -- the server ---------------------------------------------------------------------
   def decode(self, total, params, key, context):
     del params
     round_ctx, server_ctx = context
     count = total["count"]
-    s = self.privatizer.decode(total["vector"], key,
-                               ServerContext(round_ctx, server_ctx, count))
+    scale = 1.0
+    if self.stateful:
+      round_ctx, scale = round_ctx
+    s = scale * self.privatizer.decode(total["vector"], key,
+                                       ServerContext(round_ctx, server_ctx, count))
     # Poisson sampling divides by the expected count: the drawn count differs between
     # add/remove neighbours, so the released mean must not depend on it.
     m = self.mechanism

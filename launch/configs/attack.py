@@ -9,37 +9,17 @@ Any key can be overridden, e.g. `--config.batch_sizes=1,4,8 --config.local_steps
 """
 import ml_collections
 
-from launch.configs import fashion_mnist
+from launch.configs import base, fashion_mnist
 
 
 def get_config(preset: str = "inversion") -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  c.kind = "inversion"
+  from fedpriv.attacks.config import AttackConfig  # pylint: disable=import-outside-toplevel
+  c = base.options(AttackConfig())  # kind "inversion"; see AttackConfig for every key
   # The deployment under attack: its model, data, client learning rate, and (for the
   # DP accountant) population, cohort and rounds.
   c.train = fashion_mnist.get_config()
   c.train.learning_rate = 0.1
-  c.defenses = "none"
-  c.clip = 1.0
-  c.delta = 1e-5
-  c.seed = 0
-  # Inversion.
-  c.batch_sizes = "1"
-  c.local_steps = "1"
   c.trials = 2
-  c.pool = 1000
-  c.labels = "recover"
-  c.head = "fc2"
-  c.attack_steps = 300
-  c.attack_learning_rate = 0.1
-  c.tv_weight = 1e-2
-  c.restarts = 1
-  c.log_every = 50
-  # Membership inference.
-  c.nonmembers = 5000
-  c.shadow_models = 0
-  c.fpr = 0.001
-  c.alpha = 0.05
   if preset == "inversion":
     c.defenses = "none,mask=0.5,mask=0.9,bits=8,bits=4,eps=1000,eps=8,secagg=4"
   elif preset == "membership":

@@ -20,47 +20,14 @@
 """
 import ml_collections
 
-from launch.configs.privacy_defaults import privacy_defaults
+from launch.configs import base
 
 
 def get_config(preset: str = "fedavg") -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
-  # The workload of the benchmark: 100 IID clients of 600 examples, 10 per round,
-  # one local epoch of SGD with batch 20 (30 steps), the CNN of McMahan et al.
-  c.dataset = "fashion_mnist"
-  c.model = "cnn"
-  c.partition = "iid"
-  c.dirichlet_alpha = 0.5
-  c.num_clients = 100
-  c.clients_per_round = 10
-  c.client_sampling = "fixed"  # or "poisson" (see fedpriv.config.Config)
-  c.client_capacity = 0  # poisson only: 0 = sized automatically
-  c.rounds = 20
-  c.dropout = 0.0  # fraction of each round's clients whose update never arrives
-  c.local_epochs = 1
-  c.batch_size = 20
+  # The workload of the benchmark (Config's defaults): 100 IID clients of 600 examples,
+  # 10 per round, one local epoch of SGD with batch 20 (30 steps), the CNN of McMahan et al.
+  c = base.config()
   c.learning_rate = 0.2  # measured: 0.8547 after 20 rounds (docs/results/fedavg.md)
-  c.client_optimizer = "sgd"
-  c.client_momentum = 0.9
-  c.weight_decay = 0.0
-  c.server_optimizer = "sgd"
-  c.server_learning_rate = 1.0
-  c.algorithm = "fedavg"  # or "fedprox" (with prox_mu > 0), "scaffold"
-  c.prox_mu = 0.0
-  c.max_client_state_mb = 1024.0  # SCAFFOLD's per-client control variates
-  c.seed = 0
-  c.eval_every = 1
-  c.checkpoint_every = 5
-  c.eval_batch_size = 1000
-  c.chunk_size = 1
-  c.unroll = 5
-  c.conv_impl = "auto"
-  c.num_devices = 0
-  c.max_examples_per_client = 0
-  c.data_dir = ""
-  c.train_limit = 0
-  c.test_limit = 0
-  c.privacy = privacy_defaults()
   if preset == "fedavg":
     pass
   elif preset == "fedqsn":
@@ -131,19 +98,12 @@ def get_config(preset: str = "fedavg") -> ml_collections.ConfigDict:
 
 def fedqsn_group() -> ml_collections.ConfigDict:
   """FedQSN's knobs at the values the results use (see docs/results/fedqsn.md)."""
-  q = ml_collections.ConfigDict()
-  q.enabled = True
+  q = base.fedqsn()
   q.p1 = 0.5                 # server mask: half of every layer's units, fixed for the run
   q.p2 = 0.2                 # client mask: a further 20% of the survivors, per client/round
-  q.client_mask = "exact"
   q.bits = 4                 # NF4 for conv and dense kernels (32 = no quantization)
-  q.block_size = 64
-  q.aggregation = "delta"
-  q.upload_bits = 32
   q.server_fraction = 0.1     # 6,000 training images only the server holds
   q.pretrain_epochs = 10
-  q.pretrain_batch_size = 32
   q.pretrain_learning_rate = 0.1
-  q.pretrain_cache_dir = ""
   q.eval_examples = 1000      # test images for the per-round proxy metrics
   return q

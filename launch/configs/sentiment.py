@@ -13,50 +13,26 @@ set and 10% the validation set.
 """
 import ml_collections
 
-from launch.configs.privacy_defaults import privacy_defaults
+from launch.configs import base
 from launch.configs.shakespeare import fedqsn_group
 
 
 def get_config(preset: str = "fedavg") -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = base.config()
   c.dataset = "sentiment"
   c.model = "minilm"
-  c.partition = "iid"
-  c.dirichlet_alpha = 0.5
   c.num_clients = 25
   c.clients_per_round = 5
   c.rounds = 10
-  c.dropout = 0.0
-  c.local_epochs = 1
   c.batch_size = 16
   c.learning_rate = 5e-5
   c.client_optimizer = "adamw"
-  c.client_momentum = 0.9
   c.weight_decay = 0.01
   c.lr_schedule = "linear"
   c.warmup_fraction = 0.06
-  c.server_optimizer = "sgd"
-  c.algorithm = "fedavg"  # or "fedprox" (with prox_mu > 0)
-  c.prox_mu = 0.0
-  c.max_client_state_mb = 1024.0
-  c.server_learning_rate = 1.0
-  c.seed = 0
-  c.eval_every = 1
-  c.checkpoint_every = 5
   c.eval_batch_size = 256
-  c.chunk_size = 1
   c.unroll = 1
-  c.conv_impl = "auto"
-  c.num_devices = 0
-  c.max_examples_per_client = 0
-  c.data_dir = ""
-  c.train_limit = 0
-  c.test_limit = 0
   c.seq_len = 48
-  c.test_fraction = 0.2
-  c.validation_fraction = 0.1
-  c.sentiment_labels = "sign"
-  c.privacy = privacy_defaults()
   if preset == "fedavg":
     pass
   elif preset == "fedqsn":
