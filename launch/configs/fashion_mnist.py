@@ -83,9 +83,8 @@ def get_config(preset: str = "fedavg") -> ml_collections.ConfigDict:
     c.checkpoint_every = 100
     c.privacy.enabled = True
     c.privacy.clip = 0.1
-    c.privacy.noise = "central"  # the sum is the same with or without secure aggregation
-    c.privacy.noise_multiplier = 2.15
-    c.privacy.delta = 1e-5
+    c.privacy.noise = "central"  # DP-SGD's curator adds the noise (no secure aggregation)
+    c.privacy.noise_multiplier = 2.15  # delta stays at its default 1e-5
   elif preset == "fedadam":
     c.partition = "dirichlet"
     c.server_optimizer = "adam"
