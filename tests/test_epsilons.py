@@ -94,13 +94,22 @@ def test_poisson_is_accounted_add_remove_at_z_and_charges_truncation_to_delta():
   # Capacity 200 for an expected 100 of 6,001: overflow is astronomically unlikely.
   assert accounting.overflow_probability(mech) < 1e-15
   # A tight capacity: the delta grows by (1 + e^eps) T P(Binomial(N+1, q) > capacity).
-  tight = preset("poisson", capacity=110)
+  tight = preset("poisson", capacity=135)
   p = accounting.overflow_probability(tight)
   from scipy import stats  # pylint: disable=import-outside-toplevel
-  assert p == pytest.approx(stats.binom.sf(110, N + 1, M / N))
+  assert p == pytest.approx(stats.binom.sf(135, N + 1, M / N))
   claim = accounting.claims(tight, T, 1)[0]
   assert claim["delta"] == pytest.approx(1e-5 + (1 + math.exp(claim["epsilon"])) * T * p)
-  assert claim["delta"] > 1e-5
+  assert 1e-5 < claim["delta"] < 1.0
+  # Tighter still, the sum passes 1: the claim's delta is capped at 1 (it says nothing).
+  assert accounting.claims(preset("poisson", capacity=110), T, 1)[0]["delta"] == 1.0
+  # No noise: epsilon is infinite and the delta stays the accountant's (it was once
+  # (1 + e^700) T p, a delta of 1e289); a delta never exceeds 1.
+  noiseless = make_mechanism(PrivacyConfig(enabled=True, clip=0.1, noise="none"),
+                             num_clients=N, cohort=M, rounds=T, size=1000, sampling="poisson",
+                             capacity=110)
+  claim = accounting.claims(noiseless, T, 1)[0]
+  assert claim["epsilon"] == math.inf and claim["delta"] == 1e-5
 
 
 def test_a_run_reports_both_threat_models_and_the_most_participations(tmp_path):

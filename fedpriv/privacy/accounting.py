@@ -218,9 +218,9 @@ def observer_delta(mech, eps: float, rounds: int, delta: float | None = None) ->
   draws to the capacity can add (module docstring)."""
   d = _delta(mech, delta)
   extra = overflow_probability(mech) * rounds
-  if extra == 0.0:
+  if extra == 0.0 or not math.isfinite(eps):  # an infinite epsilon claims nothing
     return d
-  return d + (1.0 + math.exp(min(eps, 700.0))) * extra
+  return min(1.0, d + (1.0 + math.exp(min(eps, 700.0))) * extra)
 
 
 def sampling_label(mech, rounds: int) -> str:
