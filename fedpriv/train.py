@@ -197,7 +197,8 @@ def run(exp: Experiment, workdir: str | os.PathLike | None, log=print) -> dict[s
   lead = jax.process_index() == 0
   if not lead:
     log = lambda *a, **k: None
-  wd = (Workdir(pathlib.Path(workdir), exp.cfg.to_dict(), write=lead, log=log)
+  wd = (Workdir(pathlib.Path(workdir), exp.cfg.to_dict(), write=lead, log=log,
+                defaults=Config().to_dict())
         if workdir is not None else None)
   try:
     return _run(exp, wd, log)

@@ -107,10 +107,14 @@ def _flat(d: dict, prefix: str = "") -> dict:
   return out
 
 
-def config_changes(old: dict, new: dict) -> dict:
-  """`key -> [old, new]` for every (dotted) key whose value differs."""
+def config_changes(old: dict, new: dict, defaults: dict | None = None) -> dict:
+  """`key -> [old, new]` for every (dotted) key whose value differs. A key the old
+  config lacks and the new one sets to its value in `defaults` is no change: an option
+  added by a later fedpriv, whose default keeps the old behaviour."""
   a, b = _flat(old), _flat(new)
-  return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+  d = _flat(defaults or {})
+  return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b))
+          if a.get(k) != b.get(k) and not (k not in a and k in d and b.get(k) == d[k])}
 
 
 def _one_line(e: BaseException) -> str:
@@ -122,7 +126,8 @@ class Workdir:
   """A run's folder (see the module docstring). Only the writing process (process 0)
   has `write`; with several processes all of them share the checkpoint manager."""
 
-  def __init__(self, path, cfg_dict: dict, write: bool, log=print):
+  def __init__(self, path, cfg_dict: dict, write: bool, log=print,
+               defaults: dict | None = None):
     self.path, self.write, self.log = pathlib.Path(path), write, log
     self.metrics_path = self.path / "metrics.jsonl"
     self.config_path = self.path / "config.json"
@@ -134,7 +139,7 @@ class Workdir:
       self.changes = {}
       if self.config_path.exists():
         old = json.loads(self.config_path.read_text())
-        self.changes = config_changes(old, cfg_dict)
+        self.changes = config_changes(old, cfg_dict, json.loads(json.dumps(defaults or {})))
         fixed = [k for k in self.changes if k not in CONTINUABLE]
         if fixed:
           shown = ", ".join(f"{k}={self.changes[k][0]!r}" for k in fixed[:3])

@@ -165,6 +165,25 @@ def test_a_run_is_continued_for_more_rounds_with_its_history(tmp_path):
     _run(wd, rounds=5, checkpoint_every=3)
 
 
+def test_a_run_written_before_an_option_existed_continues_at_its_default(tmp_path):
+  # A workdir of an older fedpriv lacks the options added since; at their defaults they
+  # change nothing, so the run resumes. Set to anything else they are another config.
+  wd, ref = tmp_path / "wd", tmp_path / "ref"
+  _run(ref, rounds=4)
+  _run(wd, rounds=2)
+  old = json.loads((wd / "config.json").read_text())
+  del old["privacy"]["rotation"], old["algorithm"]
+  (wd / "config.json").write_text(json.dumps(old))
+  said = []
+  _run(wd, log=said.append, rounds=4)
+  assert any("continuing" in l and "rounds 2 -> 4" in l for l in said)
+  assert not any("rotation" in l or "algorithm" in l for l in said)
+  _same_run(wd, ref)
+  changes = workdir_lib.config_changes(old, {**old, "algorithm": "scaffold"},
+                                       defaults={"algorithm": "fedavg"})
+  assert changes == {"algorithm": [None, "scaffold"]}
+
+
 def test_a_continued_private_run_is_accounted_for_its_new_total(tmp_path):
   wd, ref = tmp_path / "wd", tmp_path / "ref"
   direct = _run(ref, rounds=3, private="central")
