@@ -12,15 +12,13 @@ each client sends exactly b bits per value): `float` (clip only, float32),
 table goes to stdout and `WORKDIR/table.md` with each row's exact command.
 """
 import json
-import os
 import pathlib
 import shlex
 import sys
 
 from absl import app, flags
 
-from fedpriv.workdir import PREEMPTED_EXIT
-from launch.cli import claim_folder, run_child
+from launch.cli import claim_folder, commands_block, run_rows
 
 FLAGS = flags.FLAGS
 
@@ -73,10 +71,7 @@ def table(workdir: pathlib.Path, names, all_rows, commands) -> str:
                  f"{s['uplink_bits_per_param']:.3f} | "
                  f"{'-' if beyond is None else f'{beyond:.2e}'} | "
                  f"{s['seconds_per_round']:.2f} |")
-  lines += ["", "Commands (from the repository root):", "", "```bash"]
-  for name in names:
-    lines.append(" ".join(shlex.quote(c) for c in ["python"] + commands[name][1:]))
-  lines.append("```")
+  lines += commands_block(names, commands)
   return "\n".join(lines)
 
 
@@ -93,17 +88,7 @@ def main(argv):
     sys.exit(f"unknown rows {unknown}; known: {list(all_rows)}")
   commands = {n: command(FLAGS.preset, n, all_rows[n], workdir, FLAGS.extra)
               for n in names}
-  env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
-  for name in names:
-    if (workdir / name / "summary.json").exists():
-      continue
-    print("running", name, flush=True)
-    rc = run_child(commands[name], workdir / f"{name}.log", echo=False, env=env)
-    if rc == PREEMPTED_EXIT:
-      print(f"{name} stopped by a signal (checkpointed); rerun the same command", flush=True)
-      sys.exit(PREEMPTED_EXIT)
-    if rc:
-      print(f"{name} failed ({rc}); see {workdir / (name + '.log')}", flush=True)
+  run_rows(commands, workdir)
   text = table(workdir, names, all_rows, commands)
   (workdir / "table.md").write_text(text + "\n")
   print(text)

@@ -156,3 +156,31 @@ def run_child(cmd: list[str], log_path, echo: bool, env: dict) -> int:
     finally:
       for s, handler in previous.items():
         signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+
+def run_rows(commands: dict, workdir) -> None:
+  """Runs each row's command (`name -> argv`) into `workdir/NAME` unless its summary.json
+  exists; a preempted row stops the sweep with exit 75, a failed one is reported."""
+  import os  # pylint: disable=import-outside-toplevel
+  import pathlib  # pylint: disable=import-outside-toplevel
+  from fedpriv.workdir import PREEMPTED_EXIT  # pylint: disable=import-outside-toplevel
+  workdir = pathlib.Path(workdir)
+  env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
+  for name, cmd in commands.items():
+    if (workdir / name / "summary.json").exists():
+      continue
+    print("running", name, flush=True)
+    rc = run_child(cmd, workdir / f"{name}.log", echo=False, env=env)
+    if rc == PREEMPTED_EXIT:
+      print(f"{name} stopped by a signal (checkpointed); rerun the same command", flush=True)
+      sys.exit(PREEMPTED_EXIT)
+    if rc:
+      print(f"{name} failed ({rc}); see {workdir / (name + '.log')}", flush=True)
+
+
+def commands_block(names, commands: dict) -> list[str]:
+  """The rows' commands as a markdown bash block, from the repository root."""
+  import shlex  # pylint: disable=import-outside-toplevel
+  return (["", "Commands (from the repository root):", "", "```bash"] +
+          [" ".join(shlex.quote(c) for c in ["python"] + commands[n][1:]) for n in names] +
+          ["```"])

@@ -10,15 +10,13 @@ and each row's exact command go to stdout and `WORKDIR/table.md`.
 """
 import importlib.util
 import json
-import os
 import pathlib
 import shlex
 import sys
 
 from absl import app, flags
 
-from fedpriv.workdir import PREEMPTED_EXIT
-from launch.cli import claim_folder, run_child, workdir_flag
+from launch.cli import claim_folder, commands_block, run_rows, workdir_flag
 
 _WORKDIR = workdir_flag("Where each row's run goes.")
 _PRESET = flags.DEFINE_string("preset", "launch/configs/fashion_mnist.py:private",
@@ -100,10 +98,7 @@ def table(workdir: pathlib.Path, names, commands) -> str:
                  f"{s.get('delta', '-')} | {up:.3f} | "
                  f"{s['downlink_bits_per_param']:.3f} | {32.0 / up:.1f}x less | "
                  f"{s['seconds_per_round']:.2f} |")
-  lines += ["", "Commands (from the repository root):", "", "```bash"]
-  for name in names:
-    lines.append(" ".join(shlex.quote(c) for c in ["python"] + commands[name][1:]))
-  lines.append("```")
+  lines += commands_block(names, commands)
   return "\n".join(lines)
 
 
@@ -119,17 +114,7 @@ def main(argv):
   if unknown:
     sys.exit(f"unknown rows {unknown}; known: {list(all_rows)}")
   commands = {n: command(n, all_rows[n], workdir) for n in names}
-  env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
-  for name in names:
-    if (workdir / name / "summary.json").exists():
-      continue
-    print("running", name, flush=True)
-    rc = run_child(commands[name], workdir / f"{name}.log", echo=False, env=env)
-    if rc == PREEMPTED_EXIT:
-      print(f"{name} stopped by a signal (checkpointed); rerun the same command", flush=True)
-      sys.exit(PREEMPTED_EXIT)
-    if rc:
-      print(f"{name} failed ({rc}); see {workdir / (name + '.log')}", flush=True)
+  run_rows(commands, workdir)
   text = table(workdir, names, commands)
   (workdir / "table.md").write_text(text + "\n")
   print(text)
