@@ -26,6 +26,7 @@ import optax
 from jax.sharding import Mesh
 
 from fedpriv import keys as keylib
+from fedpriv import links
 from fedpriv.algorithms import Rule
 from fedpriv.cohort import padded_cohort_size, sharded_map_reduce
 from fedpriv.data.client_data import ClientData
@@ -114,7 +115,7 @@ class ClientResult(NamedTuple):
     return jax.tree.map(jnp.subtract, self.trained, self.start)
 
 
-class PlainDownlink:
+class PlainDownlink(links.Downlink):
   """Every client receives the global model itself (plain FedAvg)."""
   bits_per_param = 32.0
 
@@ -123,18 +124,18 @@ class PlainDownlink:
     return ClientModel(params)
 
 
-class PlainUplink:
+class PlainUplink(links.Uplink):
   """Clients send their example-weighted float32 delta; the server takes the mean."""
   bits_per_param = 32.0
 
-  def encode(self, result: ClientResult, key):
-    del key
+  def encode(self, result: ClientResult, key, context):
+    del key, context
     w = result.weight
     return {"delta": jax.tree.map(lambda d: w * d, result.delta), "weight": w}
 
-  def decode(self, total, params, key):
+  def decode(self, total, params, key, context):
     """Returns the mean update: the server optimizer applies its negation as a gradient."""
-    del params, key
+    del params, key, context
     denom = jnp.maximum(total["weight"], 1e-12)
     return jax.tree.map(lambda s: s / denom, total["delta"])
 
@@ -185,13 +186,15 @@ class FedAvg:
   unroll: int = 1
   mesh: Mesh | None = None
   dropout: float = 0.0
-  downlink: Any = dataclasses.field(default_factory=PlainDownlink)
-  uplink: Any = dataclasses.field(default_factory=PlainUplink)
+  downlink: links.Downlink = dataclasses.field(default_factory=PlainDownlink)
+  uplink: links.Uplink = dataclasses.field(default_factory=PlainUplink)
   rule: Rule = dataclasses.field(default_factory=Rule)
   client_sampling: str = "fixed"
   capacity: int = 0
 
   def __post_init__(self):
+    links.check(self.downlink, links.Downlink)
+    links.check(self.uplink, links.Uplink)
     if self.client_sampling not in ("fixed", "poisson"):
       raise ValueError(f"client_sampling must be 'fixed' or 'poisson', got "
                        f"{self.client_sampling!r}")
@@ -232,13 +235,9 @@ class FedAvg:
     """
     if noise_key is None:
       noise_key = keylib.secret_key()
-    uplink_state = self.uplink.init_state() if self._stateful_uplink else ()
     return ServerState(params, self.server_optimizer.init(params), jnp.zeros((), jnp.int32),
-                       self.rule.init(params), jax.random.key_data(noise_key), uplink_state)
-
-  @property
-  def _stateful_uplink(self) -> bool:
-    return bool(getattr(self.uplink, "stateful", False))
+                       self.rule.init(params), jax.random.key_data(noise_key),
+                       self.uplink.init_state())
 
   def sample_cohort(self, base_key: jax.Array, rnd, num_clients: int) -> Cohort:
     """The cohort of round `rnd` (1-based), drawn from `(base_key, rnd)` alone."""
@@ -327,10 +326,7 @@ class FedAvg:
     # The privatizer's randomness (rounding, noise) is secret: from the state's noise
     # key, by the same counters as the public key, never from the seed.
     pkey = keylib.stage_key(keylib.client_key(noise_rkey, cid), keylib.PRIVATIZE)
-    if round_context is None:
-      message = self.uplink.encode(result, pkey)
-    else:  # uplinks with `round_context` also see the round's and their own context
-      message = self.uplink.encode(result, pkey, context=(round_context, context))
+    message = self.uplink.encode(result, pkey, (round_context, context))
     steps = jnp.sum(jnp.any(batches[1], axis=-1), dtype=jnp.int32)  # steps with data
     rule_summed, rule_kept = self.rule.client_outputs(rule_state, mine, received.params,
                                                       trained, steps)
@@ -352,32 +348,24 @@ class FedAvg:
             base_key: jax.Array | None = None, server_context: Any = None):
     """Runs one round for a given cohort; returns `(new_state, metrics)`.
 
-    An uplink with a `round_context(params, key)` method gets it computed once per
-    round from the public key `server_key(round, UPLINK_PUBLIC)` and passed, with the
-    client's `cohort.context` row, to `encode(..., context=)`, and with
-    `server_context` (e.g. secure aggregation's rebuilt seeds) to `decode(..., context=)`.
+    The uplink's `round_context` is computed once per round from the public key
+    `server_key(round, UPLINK_PUBLIC)` (None without `base_key`) and passed, with the
+    client's `cohort.context` row, to `encode`, and with `server_context` (e.g. secure
+    aggregation's rebuilt seeds, from `uplink.prepare_round`) to `decode`.
     """
     population = jax.tree.map(jnp.asarray, population)
     rnd = state.round + 1
-    rkey = None if base_key is None else keylib.round_key(base_key, rnd)
-    round_context = None
-    if hasattr(self.uplink, "round_context"):
-      if rkey is None:
-        raise ValueError("this uplink needs the base key: apply(..., base_key=)")
-      state_arg = (state.uplink,) if self._stateful_uplink else ()
-      round_context = self.uplink.round_context(
-          state.params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC), *state_arg)
+    public = (None if base_key is None else
+              keylib.server_key(keylib.round_key(base_key, rnd), keylib.UPLINK_PUBLIC))
+    round_context = self.uplink.round_context(state.params, public, state.uplink)
     noise_rkey = keylib.round_key(jax.random.wrap_key_data(state.noise_seed), rnd)
     total, per_client = sharded_map_reduce(
         self.client_update,
         (state.params, population, round_context, state.extra, noise_rkey),
         tuple(cohort), chunk_size=self.chunk_size, mesh=self.mesh)
     skey = keylib.server_key(noise_rkey, keylib.SERVER_NOISE)
-    if round_context is None:
-      mean_update = self.uplink.decode(total["message"], state.params, skey)
-    else:
-      mean_update = self.uplink.decode(total["message"], state.params, skey,
-                                       context=(round_context, server_context))
+    mean_update = self.uplink.decode(total["message"], state.params, skey,
+                                     (round_context, server_context))
     neg = jax.tree.map(jnp.negative, mean_update)
     updates, opt_state = self.server_optimizer.update(neg, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -402,11 +390,10 @@ class FedAvg:
       # The uplink's summed counts (e.g. values beyond the quantizer's range): the
       # simulation's diagnostics, not part of what a client sends.
       metrics.update({f"uplink_{k}": v for k, v in message["diagnostics"].items()})
-    uplink_state = state.uplink
-    if self._stateful_uplink:  # e.g. adaptive clipping: its noisy count moves the bound
-      uplink_state, more = self.uplink.update_state(
-          state.uplink, message, keylib.server_key(noise_rkey, keylib.UPLINK_STATE))
-      metrics.update(more)
+    # E.g. adaptive clipping: its noisy count moves the bound (a no-op for most uplinks).
+    uplink_state, more = self.uplink.update_state(
+        state.uplink, message, keylib.server_key(noise_rkey, keylib.UPLINK_STATE))
+    metrics.update(more)
     return ServerState(params, opt_state, rnd, extra, state.noise_seed, uplink_state), metrics
 
   def run_round(self, state: ServerState, population: ClientData, base_key: jax.Array):

@@ -16,14 +16,13 @@ import sys
 import time
 from typing import Any
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from fedpriv import keys as keylib
-from fedpriv import algorithms, optimizers, plots
+from fedpriv import algorithms, optimizers, plots, rounds
 from fedpriv.cohort import client_mesh
 from fedpriv.config import Config, ConfigError, cohort_capacity
 from fedpriv.data import FederatedDataset, load_dataset
@@ -302,38 +301,14 @@ def _run(exp: Experiment, wd: Workdir | None, log) -> dict[str, Any]:
     log(f"fedpriv: resuming {wd.path} after round {step}")
   elif wd is not None:
     wd.keep_metrics_through(0)
-  # One trace, one compile for the whole run: a retrace would mean shapes changed.
-  # An uplink with a host-side `prepare_round` (secure aggregation's key agreement)
-  # splits the round: jitted sampling, the host step, then the jitted round itself.
-  prepare = getattr(algo.uplink, "prepare_round", None)
   eval_fn = jax.jit(lambda p, t: evaluate(task, p, t))
-  # chex counts traces per call site, not per run: a second run in the same process (a
-  # notebook, a sweep of defenses) would look like a retrace of the first.
-  chex.clear_trace_counter()
   t0 = time.perf_counter()
-  if prepare is None:
-    round_fn = jax.jit(chex.assert_max_traces(algo.run_round, n=1), donate_argnums=0)
-    compiled_round = round_fn.lower(state, population, base).compile()
-  else:
-    num = data.train.num_clients
-    sample_fn = jax.jit(lambda b, r: algo.sample_cohort(b, r, num))
-    apply_fn = jax.jit(chex.assert_max_traces(algo.apply, n=1), donate_argnums=0)
-    # The first round to run (after a resume, not round 1) is prepared once and
-    # used both to compile and to run.
-    prepared = {first: prepare(sample_fn(base, first), first)}
-    cohort0, server0, _ = prepared[first]
-    compiled_apply = apply_fn.lower(state, population, cohort0, base, server0).compile()
-
-    def compiled_round(state, population, base):
-      rnd = int(fetch(state.round)) + 1
-      cohort, server_ctx, info = (prepared.pop(rnd) if rnd in prepared
-                                  else prepare(sample_fn(base, rnd), rnd))
-      state, m = compiled_apply(state, population, cohort, base, server_ctx)
-      return state, {**m, **info}
+  # One compile for the whole run (a retrace would mean shapes changed); an uplink's
+  # host step (secure aggregation's key agreement) runs inside `compiled_round`.
+  compiled_round = rounds.compile_round(algo, state, population, base, first)
   compiled_eval = eval_fn.lower(state.params, test).compile()
   compile_s = time.perf_counter() - t0
-  check_memory(compiled_round if prepare is None else compiled_apply, compiled_eval,
-               device=jax.local_devices()[0])
+  check_memory(compiled_round.executable, compiled_eval, device=jax.local_devices()[0])
   if wd is not None:  # from here on the workdir holds this run (and its config)
     history = wd.accept_config(first - 1)
   log(f"fedpriv: {data.name} ({data.train.num_clients} clients, {n_params:,} params), "
@@ -343,7 +318,8 @@ def _run(exp: Experiment, wd: Workdir | None, log) -> dict[str, Any]:
   with stops:
     for rnd in range(first, cfg.rounds + 1):
       t0 = time.perf_counter()
-      state, m = compiled_round(state, population, base)
+      state, m, info = compiled_round(state, population, base)
+      m = {**m, **info}  # the host step's info (e.g. protocol bytes) reaches the hooks
       train_loss = float(fetch(m["train_loss"]))  # blocks until the round is done
       seconds = time.perf_counter() - t0
       round_times.append(seconds)

@@ -47,6 +47,7 @@ import numpy as np
 import optax
 
 from fedpriv import keys as keylib
+from fedpriv import rounds
 from fedpriv.cohort import map_reduce
 from fedpriv.data import fashion_mnist, pack_clients, partition
 from fedpriv.fedavg import ClientResult, FedAvg
@@ -101,10 +102,30 @@ def _pinned_fedavg(task, chunk: int, unroll: int, **links) -> FedAvg:
                 **links)
 
 
-def _pinned_cohort(algo: FedAvg, base):
-  """(ids, positions, round) -> the round's cohort with the pinned minibatches."""
-  return lambda ids, pos, rnd: algo.pad_cohort(
+def _pinned_cohort(algo: FedAvg):
+  """(base, round, ids, positions) -> the round's cohort with the pinned minibatches."""
+  return lambda base, rnd, ids, pos: algo.pad_cohort(
       ids, keylib.round_key(base, rnd), batches=(pos, jnp.ones(pos.shape, bool)))
+
+
+def _pinned_round(algo: FedAvg, state, pop, base):
+  """The pinned workload's round through `rounds.compile_round` (the driver's), as a
+  step `(state, ids, positions, round) -> (state, train_loss)` for `_time_rounds`; the
+  seconds the compile took (the first round's host step included); and the list that
+  collects each round's host-step info."""
+  t0 = time.perf_counter()
+  round_fn = rounds.compile_round(algo, state, pop, base, 1, *_pinned_inputs(1)[:2],
+                                  cohort_fn=_pinned_cohort(algo))
+  compile_s = time.perf_counter() - t0
+  infos = []
+
+  def step(state, ids, pos, rnd):
+    del rnd  # the round is the state's
+    state, m, info = round_fn(state, pop, base, ids, pos)
+    infos.append(info)
+    return state, m["train_loss"]
+
+  return step, compile_s, infos
 
 
 def _pinned_inputs(rnd: int):
@@ -167,15 +188,9 @@ def run_fedavg(rounds, chunk, unroll, evaluate):
   task, params, population = _setup(_impl(chunk))
   algo = _pinned_fedavg(task, chunk, unroll)
   pop = jax.tree.map(jnp.asarray, population)
-  cohort_of = _pinned_cohort(algo, keylib.base_key(workload.SEED))
-
-  def step(state, ids, positions, rnd):
-    state, m = algo.apply(state, pop, cohort_of(ids, positions, rnd))
-    return state, m["train_loss"]
-
   state = algo.init(params)
-  compiled, compile_s = _compile(step, state, *_pinned_inputs(1), donate=True)
-  state, times, losses = _time_rounds(compiled, state, _pinned_inputs, rounds)
+  step, compile_s, _ = _pinned_round(algo, state, pop, keylib.base_key(workload.SEED))
+  state, times, losses = _time_rounds(step, state, _pinned_inputs, rounds)
   extra = {"chunk_size": chunk, "unroll": unroll, "conv_impl": _impl(chunk)}
   if evaluate:
     # pylint: disable=import-outside-toplevel
@@ -270,28 +285,14 @@ def run_private(rounds, chunk, unroll, proxy=False):
                                    client_mask="exact", bits=4, block_size=64)
     links = {"downlink": downlink, "uplink": PrivateProxyUplink.make(uplink, downlink)}
   algo = _pinned_fedavg(task, chunk, unroll, **links)
-  uplink = algo.uplink
   pop = jax.tree.map(jnp.asarray, population)
-  sample = jax.jit(_pinned_cohort(algo, base))
-
-  def apply(state, cohort, server_ctx):
-    state, m = algo.apply(state, pop, cohort, base, server_ctx)
-    return state, m["train_loss"]
-
   state = algo.init(params)
-  host_s = []
-  t0 = time.perf_counter()
-  cohort, server_ctx, _ = uplink.prepare_round(sample(*_pinned_inputs(1)), 1)
-  compiled, _ = _compile(apply, state, cohort, server_ctx, donate=True)
-  compile_s = time.perf_counter() - t0  # the first host step included
-
-  def step(state, ids, pos, rnd):
-    t = time.perf_counter()
-    cohort, server_ctx, _ = uplink.prepare_round(sample(ids, pos, rnd), int(rnd))
-    host_s.append(time.perf_counter() - t)
-    return compiled(state, cohort, server_ctx)
-
+  step, compile_s, infos = _pinned_round(algo, state, pop, base)
   state, times, losses = _time_rounds(step, state, _pinned_inputs, rounds)
+  # The host step's own seconds (key agreement, sharing, dropouts), as it measures them.
+  host_s = [info["secagg_seconds"] for info in infos]
+  cohort, server_ctx, _ = algo.uplink.prepare_round(
+      jax.jit(_pinned_cohort(algo))(base, 1, *_pinned_inputs(1)[:2]), 1)
   stages_s = _privacy_stages_s(algo, state.params, cohort, server_ctx, base, rounds)
   return _result("full" if proxy else "private", times, compile_s, losses, chunk_size=chunk,
                  unroll=unroll,
@@ -308,7 +309,8 @@ def _privacy_stages_s(algo, params, cohort, server_ctx, base, rounds):
 
   def stages(params, cohort, server_ctx):
     rkey = keylib.round_key(base, 1)
-    round_ctx = uplink.round_context(params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC))
+    round_ctx = uplink.round_context(params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC),
+                                     uplink.init_state())
 
     def one(shared, client):
       cid, _, ckey, _, ctx = client
@@ -316,11 +318,11 @@ def _privacy_stages_s(algo, params, cohort, server_ctx, base, rounds):
       trained = jax.tree.map(lambda p: p + 1e-3 * (cid + 1).astype(p.dtype), received.params)
       result = ClientResult(received.params, trained, received.visible, jnp.float32(600.0))
       key = keylib.stage_key(ckey, keylib.PRIVATIZE)
-      return uplink.encode(result, key, context=(round_ctx, ctx)), ()
+      return uplink.encode(result, key, (round_ctx, ctx)), ()
 
     total, _ = map_reduce(one, params, tuple(cohort), chunk_size=algo.chunk_size)
     return uplink.decode(total, params, keylib.server_key(rkey, keylib.SERVER_NOISE),
-                         context=(round_ctx, server_ctx))
+                         (round_ctx, server_ctx))
 
   compiled, _ = _compile(stages, params, cohort, server_ctx)
   return _median_call_s(compiled, (params, cohort, server_ctx), max(rounds - 1, 1))
@@ -336,14 +338,16 @@ def run_scaling(cohort, chunk, unroll, rounds):
                 chunk_size=min(chunk, cohort), unroll=unroll)
   state = algo.init(task.init(jax.random.key(0)))
   base = keylib.base_key(0)
+  t0 = time.perf_counter()
+  round_fn = rounds.compile_round(algo, state, pop, base, 1)
+  compile_s = time.perf_counter() - t0
+  temp = round_fn.executable.memory_analysis().temp_size_in_bytes
 
   def step(state, base):
-    state, m = algo.run_round(state, pop, base)
+    state, m, _ = round_fn(state, pop, base)
     return state, m["train_loss"]
 
-  compiled, compile_s = _compile(step, state, base, donate=True)
-  temp = compiled.memory_analysis().temp_size_in_bytes
-  _, times, _ = _time_rounds(compiled, state, lambda r: (base,), rounds)
+  _, times, _ = _time_rounds(step, state, lambda r: (base,), rounds)
   out = _result(f"scaling_{cohort}", times, compile_s, cohort=cohort,
                 chunk_size=min(chunk, cohort), temp_mb=temp / 2**20)
   out["examples_per_sec"] = cohort * 10 / out["sec_per_round_median"]
@@ -355,7 +359,8 @@ def run_breakdown(rounds, chunk, unroll):
   task, params, population = _setup(_impl(chunk))
   algo = _pinned_fedavg(task, chunk, unroll)
   pop = jax.tree.map(jnp.asarray, population)
-  cohort_of = _pinned_cohort(algo, keylib.base_key(workload.SEED))
+  pinned = _pinned_cohort(algo)
+  cohort_of = lambda ids, pos, rnd: pinned(keylib.base_key(workload.SEED), rnd, ids, pos)
 
   def full(state, ids, pos, rnd):
     return algo.apply(state, pop, cohort_of(ids, pos, rnd))[0].params

@@ -16,7 +16,9 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 from conftest import tiny_population, tiny_task  # noqa: E402
-from fedpriv import algorithms  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+
+from fedpriv import algorithms, rounds  # noqa: E402
 from fedpriv import keys as keylib  # noqa: E402
 from fedpriv.cohort import client_mesh  # noqa: E402
 from fedpriv.config import Config, PrivacyConfig  # noqa: E402
@@ -46,16 +48,12 @@ def run(mesh, privacy=None, cohort=6, chunk=1, rule=None):
                 server_optimizer=optax.sgd(1.0), clients_per_round=cohort, local_epochs=2,
                 batch_size=3, chunk_size=chunk, mesh=mesh, **kw)
   state = algo.init(task.init(jax.random.key(0)), noise_key=jax.random.key(9))
+  if mesh is not None:  # as the driver does: replicated over the mesh
+    state, pop = jax.device_put((state, pop), NamedSharding(mesh, P()))
   base = keylib.base_key(7)
-  prepare = getattr(algo.uplink, "prepare_round", None)
-  sample = jax.jit(algo.sample_cohort, static_argnums=2)
-  apply = jax.jit(algo.apply)
-  for rnd in range(1, 4):
-    cohort_ = sample(base, rnd, 8)
-    server_ctx = None
-    if prepare is not None:
-      cohort_, server_ctx, _ = prepare(cohort_, rnd)
-    state, m = apply(state, pop, cohort_, base, server_ctx)
+  round_fn = rounds.compile_round(algo, state, pop, base, 1)
+  for _ in range(3):
+    state, m, _ = round_fn(state, pop, base)
   return (state.params, state.extra), float(m["train_loss"])
 
 

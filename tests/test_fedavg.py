@@ -11,6 +11,7 @@ import pytest
 
 from conftest import tiny_population, tiny_task
 from fedpriv import keys as keylib
+from fedpriv import links
 from fedpriv.fedavg import FedAvg
 from fedpriv.schedule import client_batches
 
@@ -174,7 +175,7 @@ def test_local_training_reduces_loss_on_a_learnable_task(epochs):
   assert losses[-1] < 0.6 * losses[0]
 
 
-class _HalfVisibleDownlink:
+class _HalfVisibleDownlink(links.Downlink):
   """Hides the first hidden unit's column (and zeroes it), like a FedQSN mask."""
   bits_per_param = 32.0
 
@@ -192,13 +193,13 @@ def test_invisible_coordinates_stay_as_received_through_local_training():
 
   seen = {}
 
-  class RecordingUplink:
+  class RecordingUplink(links.Uplink):
     bits_per_param = 32.0
 
-    def encode(self, result: ClientResult, key):
+    def encode(self, result: ClientResult, key, context):
       return {"trained": result.trained, "start": result.start}
 
-    def decode(self, total, params, key):
+    def decode(self, total, params, key, context):
       seen.update(total)
       return jax.tree.map(jnp.zeros_like, params)
 

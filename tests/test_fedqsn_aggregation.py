@@ -63,8 +63,8 @@ def test_each_coordinate_is_the_weighted_mean_over_the_clients_that_saw_it(mode)
                           st, masks.visibility(params, spec, k)) for st, k in zip(starts, keeps)]
   weights = [3.0, 1.0]
   results = _hand_results(params, spec, keeps, trained, starts, weights)
-  total = jax.tree.map(lambda *m: sum(m), *[up.encode(r, None) for r in results])
-  new = jax.tree.map(jnp.add, params, up.decode(total, params, None))
+  total = jax.tree.map(lambda *m: sum(m), *[up.encode(r, None, None) for r in results])
+  new = jax.tree.map(jnp.add, params, up.decode(total, params, None, None))
   k_new, k_old = np.asarray(new["hidden"]["kernel"]), np.asarray(params["hidden"]["kernel"])
   t0, t1 = (np.asarray(t["hidden"]["kernel"]) for t in trained)
   s0, s1 = (np.asarray(s["hidden"]["kernel"]) for s in starts)
@@ -102,8 +102,8 @@ def test_average_mode_writes_quantized_values_delta_mode_keeps_full_precision():
   received = down.client_model(params, jax.random.key(0))
   r = ClientResult(received.params, received.params, received.visible, jnp.float32(5.0))
   for up, expected in ((up_avg, received.params), (up_delta, params)):
-    total = up.encode(r, None)
-    new = jax.tree.map(jnp.add, params, up.decode(total, params, None))
+    total = up.encode(r, None, None)
+    new = jax.tree.map(jnp.add, params, up.decode(total, params, None, None))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6), new, expected)
   assert float(jnp.abs(received.params["hidden"]["kernel"] - params["hidden"]["kernel"]).max()) > 1e-3
 

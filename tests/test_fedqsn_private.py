@@ -33,7 +33,7 @@ def test_without_clipping_or_noise_the_private_uplink_is_fedqsn_delta_aggregatio
   private = PrivateProxyUplink.make(PrivateUplink(mech, unravel), down)
   plain = FedQSNUplink.make(down, "delta", 32)
   key = jax.random.key(3)
-  ctx = (private.round_context(params, key), None)
+  ctx = (private.round_context(params, key, private.init_state()), None)
   messages = {"plain": [], "private": []}
   for c in range(4):
     received = down.client_model(params, jax.random.fold_in(key, c))
@@ -41,11 +41,11 @@ def test_without_clipping_or_noise_the_private_uplink_is_fedqsn_delta_aggregatio
                          received.params)
     trained = jax.tree.map(lambda p, n, v: p + n * v, received.params, noise, received.visible)
     result = ClientResult(received.params, trained, received.visible, jnp.float32(5.0))
-    messages["plain"].append(plain.encode(result, key))
+    messages["plain"].append(plain.encode(result, key, None))
     messages["private"].append(private.encode(result, key, ctx))
   total = {k: jax.tree.map(lambda *m: sum(m), *v) for k, v in messages.items()}
   got = private.decode(total["private"], params, key, ctx)
-  want = plain.decode(total["plain"], params, key)
+  want = plain.decode(total["plain"], params, key, None)
   assert max(float(jnp.abs(w).max()) for w in jax.tree.leaves(want)) > 1e-2
   chex.assert_trees_all_close(got, want, atol=1e-6)
 

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import tiny_population, tiny_task
 from fedpriv import keys as keylib
+from fedpriv import links
 from fedpriv.fedavg import FedAvg
 from fedpriv.fedqsn.proxy import FedQSNDownlink, cohort_proxies
 from fedpriv.fedqsn.units import dense_spec
@@ -50,13 +51,13 @@ def test_no_masking_no_quantization_is_the_model_itself():
 def test_masked_units_stay_zero_through_local_training():
   seen = {}
 
-  class Recorder:
+  class Recorder(links.Uplink):
     bits_per_param = 32.0
 
-    def encode(self, result, key):
+    def encode(self, result, key, context):
       return {"trained": result.trained, "start": result.start, "visible": result.visible}
 
-    def decode(self, total, params, key):
+    def decode(self, total, params, key, context):
       seen.update(total)
       return jax.tree.map(jnp.zeros_like, params)
 

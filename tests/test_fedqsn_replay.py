@@ -7,6 +7,7 @@ import optax
 
 from conftest import tiny_population, tiny_task
 from fedpriv import keys as keylib
+from fedpriv import links
 from fedpriv.fedavg import FedAvg
 from fedpriv.fedqsn import masks, replay
 from fedpriv.fedqsn.attacks import Combination, combine
@@ -25,17 +26,17 @@ def _algo(params, uplink):
 
 def test_replayed_clients_equal_the_round():
 
-  class Recorder:
+  class Recorder(links.Uplink):
     """Makes the round's new model the cohort's sum of `field` (trained or start)."""
     bits_per_param = 32.0
 
     def __init__(self, field):
       self.field = field
 
-    def encode(self, result, key):
+    def encode(self, result, key, context):
       return getattr(result, self.field)
 
-    def decode(self, total, params, key):
+    def decode(self, total, params, key, context):
       return jax.tree.map(jnp.subtract, total, params)  # server SGD(1): params + this
 
   task = tiny_task()

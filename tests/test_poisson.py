@@ -12,6 +12,7 @@ import pytest
 
 from conftest import tiny_population, tiny_task
 from fedpriv import keys as keylib
+from fedpriv import rounds as roundlib
 from fedpriv import train
 from fedpriv.config import Config, ConfigError, PrivacyConfig, cohort_capacity
 from fedpriv.fedavg import FedAvg
@@ -59,16 +60,11 @@ def algorithm(privacy=None, rounds=4, chunk=2):
 
 def run_rounds(algo, pop, rounds, base):
   state = algo.init(algo.task.init(jax.random.key(0)), noise_key=jax.random.key(5))
-  prepare = getattr(algo.uplink, "prepare_round", None)
-  apply = jax.jit(chex.assert_max_traces(algo.apply, n=1))
+  round_fn = roundlib.compile_round(algo, state, pop, base, 1)  # assert_max_traces(n=1)
   counts = []
-  for rnd in range(1, rounds + 1):
-    cohort = algo.sample_cohort(base, rnd, N)
-    counts.append(int(cohort.valid.sum()))
-    server_ctx = None
-    if prepare is not None:
-      cohort, server_ctx, _ = prepare(cohort, rnd)
-    state, _ = apply(state, pop, cohort, base, server_ctx)
+  for _ in range(rounds):
+    state, m, _ = round_fn(state, pop, base)
+    counts.append(int(m["clients_sampled"]))
   return state, counts
 
 

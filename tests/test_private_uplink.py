@@ -13,7 +13,7 @@ from jax.flatten_util import ravel_pytree
 
 from conftest import tiny_population, tiny_task
 from fedpriv import keys as keylib
-from fedpriv import train
+from fedpriv import rounds, train
 from fedpriv.config import Config, PrivacyConfig
 from fedpriv.data.client_data import EvalData, FederatedDataset
 from fedpriv.fedavg import FedAvg
@@ -39,12 +39,8 @@ def make(privacy: PrivacyConfig | None, num_clients=8, rounds=3, cohort=COHORT):
 def one_round(algo, pop, base):
   # Both algorithms of a comparison draw their rounding and noise from the same key.
   state = algo.init(algo.task.init(jax.random.key(0)), noise_key=jax.random.key(9))
-  cohort = algo.sample_cohort(base, 1, pop.mask.shape[0])
-  server_ctx = None
-  prepare = getattr(algo.uplink, "prepare_round", None)
-  if prepare is not None:
-    cohort, server_ctx, _ = prepare(cohort, 1)
-  new, _ = jax.jit(algo.apply)(state, pop, cohort, base, server_ctx)
+  round_fn = rounds.compile_round(algo, state, pop, base, 1, donate=False)
+  new, _, _ = round_fn(state, pop, base)
   return state, new
 
 
@@ -124,9 +120,9 @@ def test_driver_compiles_once_and_the_ledger_counts_encoded_bits(tmp_path):
   from fedpriv.fedavg import ClientResult  # pylint: disable=import-outside-toplevel
   result = ClientResult(state.params, jax.tree.map(lambda p: p + 0.01, state.params), None,
                         jnp.float32(8))
-  ctx = (algo.uplink.round_context(state.params, jax.random.key(1)),
+  ctx = (algo.uplink.round_context(state.params, jax.random.key(1), state.uplink),
          jax.tree.map(lambda a: a[0], cohort.context))
-  msg = algo.uplink.encode(result, jax.random.key(2), context=ctx)["vector"]
+  msg = algo.uplink.encode(result, jax.random.key(2), ctx)["vector"]
   assert msg.shape == (mech.keep,) and msg.dtype == jnp.uint32
   assert int(msg.max()) < 2 ** mech.ring_bits
   # The ledger: per sampled client, its vector (if it survived) + protocol bytes; the
@@ -155,7 +151,7 @@ def _secagg_round(uplink, start, n=5):
   from fedpriv.fedavg import Cohort  # pylint: disable=import-outside-toplevel
   cohort = Cohort(jnp.arange(n, dtype=jnp.int32), jnp.ones((n,), bool), jnp.zeros((n,)), None)
   cohort, server_ctx, _ = uplink.prepare_round(cohort, 1)
-  round_ctx = uplink.round_context(start, jax.random.key(5))
+  round_ctx = uplink.round_context(start, jax.random.key(5), uplink.init_state())
 
   def encode(i, result):
     ctx = (round_ctx, jax.tree.map(lambda a: a[i], cohort.context))

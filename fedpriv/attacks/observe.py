@@ -27,8 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 
 from fedpriv import keys as keylib
+from fedpriv import rounds
 from fedpriv.data.client_data import ClientData
 from fedpriv.fedavg import FedAvg
 from fedpriv.models.registry import Task
@@ -69,31 +71,29 @@ def observe(task: Task, params, images, labels, *, uplink, learning_rate: float,
   algo = round_algorithm(task, uplink, clients, learning_rate, local_steps, batch)
   population = ClientData(images, labels, jnp.ones((clients, batch), bool))
   base = keylib.base_key(seed)
-  rkey = keylib.round_key(base, round_index)
-  cohort = algo.pad_cohort(jnp.arange(clients, dtype=jnp.int32), rkey)
+  ids = jnp.arange(clients, dtype=jnp.int32)
   state = algo.init(params)
   state = state._replace(round=jnp.asarray(round_index - 1, jnp.int32))
-  prepare = getattr(uplink, "prepare_round", None)
-  if prepare is not None:  # secure aggregation's host-side key agreement and sharing
-    cohort, server_ctx, _ = prepare(cohort, round_index)
-    new_state, _ = jax.jit(algo.apply)(state, population, cohort, base, server_ctx)
-  else:
-    new_state, _ = jax.jit(algo.apply)(state, population, cohort, base)
+  # Every client of `images` takes part (no sampling); secure aggregation's host step
+  # runs inside the compiled round. No donation: `state` holds the caller's params.
+  round_fn = rounds.compile_round(
+      algo, state, population, base, round_index, donate=False,
+      cohort_fn=lambda b, rnd: algo.pad_cohort(ids, keylib.round_key(b, rnd)))
+  new_state, _, _ = round_fn(state, population, base)
   update = jax.tree.map(jnp.subtract, new_state.params, params)
-  return Observation(update, public_support(uplink, params, rkey))
+  return Observation(update, public_support(algo.uplink, params,
+                                            keylib.round_key(base, round_index)))
 
 
 def public_support(uplink, params, rkey):
-  """The coordinates a masked uplink sends in the round of `rkey` (None: all)."""
-  if uplink is None or not hasattr(uplink, "kept_coordinates"):
-    return None
-  ctx = uplink.round_context(params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC))
+  """The coordinates `uplink` sends in the round of `rkey` (None: all)."""
+  ctx = uplink.round_context(params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC),
+                             uplink.init_state())
   kept = uplink.kept_coordinates(ctx)
   if kept is None:
     return None
-  size = uplink.mechanism.size
-  flat = jnp.zeros((size,), jnp.float32).at[kept].set(1.0)
-  return uplink.unravel(flat)
+  flat, unravel = ravel_pytree(params)
+  return unravel(jnp.zeros(flat.shape, jnp.float32).at[kept].set(1.0))
 
 
 def support_fraction(support) -> float:

@@ -20,6 +20,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from fedpriv import links
 from fedpriv.fedavg import ClientResult
 from fedpriv.fedqsn import nf_quant, wire
 from fedpriv.fedqsn.units import ModelSpec
@@ -28,7 +29,7 @@ MODES = ("average", "delta")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class FedQSNUplink:
+class FedQSNUplink(links.Uplink):
   """Attributes:
     spec: hidden units and quantized leaves.
     mode: "average" or "delta".
@@ -61,8 +62,8 @@ class FedQSNUplink:
     """What the client sends: its trained proxy, NF-quantized if `upload_bits` < 32."""
     return nf_quant.nf_quantize(trained, self.spec, self.upload_bits, self.block_size)
 
-  def encode(self, result: ClientResult, key):
-    del key
+  def encode(self, result: ClientResult, key, context):
+    del key, context
     w = result.weight
     sent = self.uploaded(result.trained)
     if self.mode == "delta":
@@ -74,9 +75,9 @@ class FedQSNUplink:
     return {"value": jax.tree.map(lambda v, m: w * m * v, value, visible),
             "count": jax.tree.map(lambda m: w * m, visible)}
 
-  def decode(self, total, params, key):
+  def decode(self, total, params, key, context):
     """The mean update (new model - global) on coordinates some client saw, else 0."""
-    del key
+    del key, context
 
     def one(value, count, p):
       seen = count > 0

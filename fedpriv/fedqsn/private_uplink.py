@@ -31,25 +31,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedpriv.fedavg import ClientResult
 from fedpriv.fedqsn import masks
+from fedpriv.privacy.uplink import PrivateUplink
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class PrivateProxyUplink:
-  """Attributes:
-    inner: the `PrivateUplink` that privatizes the updates.
+@dataclasses.dataclass(frozen=True, eq=False, kw_only=True)
+class PrivateProxyUplink(PrivateUplink):
+  """A `PrivateUplink` whose decoded mean is divided by the coverage; everything else
+  (encode, round context, host step, state) is the private uplink's own.
+
+  Attributes (beside `PrivateUplink`'s):
     spec: the model's hidden units (as the downlink's).
     coverage: pytree like the params: the fraction of a round's clients that hold each
       coordinate (made by `make`).
   """
-  inner: Any
   spec: Any
   coverage: Any
 
   @classmethod
-  def make(cls, inner, downlink) -> "PrivateProxyUplink":
-    """Wraps `inner` for proxies from `downlink` (a `FedQSNDownlink`)."""
+  def make(cls, inner: PrivateUplink, downlink) -> "PrivateProxyUplink":
+    """`inner` (the same mechanism, unravel and seed) for proxies from `downlink` (a
+    `FedQSNDownlink`)."""
     held = downlink.typical_visible_units()
     fraction = {}
     for group, _ in downlink.spec.groups:
@@ -60,29 +62,11 @@ class PrivateProxyUplink:
     zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), downlink.shapes)
     coverage = masks.visibility(zeros, downlink.spec, fraction)
     coverage = jax.tree.map(lambda c: np.maximum(np.asarray(c), 1e-6), coverage)
-    return cls(inner, downlink.spec, coverage)
+    own = {f.name: getattr(inner, f.name) for f in dataclasses.fields(PrivateUplink)}
+    return cls(**own, spec=downlink.spec, coverage=coverage)
 
-  @property
-  def bits_per_param(self) -> float:
-    return self.inner.bits_per_param
-
-  @property
-  def prepare_round(self):
-    return self.inner.prepare_round
-
-  @property
-  def mechanism(self):
-    return self.inner.mechanism
-
-  def round_context(self, params, key):
-    return self.inner.round_context(params, key)
-
-  def kept_coordinates(self, round_context):
-    return self.inner.kept_coordinates(round_context)
-
-  def encode(self, result: ClientResult, key, context):
-    return self.inner.encode(result, key, context)  # masks `delta` by `result.visible`
+  # `encode` is the private uplink's: it masks `delta` by `result.visible`.
 
   def decode(self, total, params, key, context):
-    mean = self.inner.decode(total, params, key, context)
+    mean = super().decode(total, params, key, context)
     return jax.tree.map(lambda m, c: m / jnp.asarray(c, m.dtype), mean, self.coverage)

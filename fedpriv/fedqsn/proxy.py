@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fedpriv import keys as keylib
+from fedpriv import links
 from fedpriv.fedavg import ClientModel
 from fedpriv.fedqsn import masks, nf_quant, wire
 from fedpriv.fedqsn.units import ModelSpec
@@ -36,7 +37,7 @@ CLIENT_MASK = 0
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class FedQSNDownlink:
+class FedQSNDownlink(links.Downlink):
   """Builds each client's proxy from the global model and the client's PROXY key.
 
   Attributes:

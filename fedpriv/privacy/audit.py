@@ -208,7 +208,8 @@ def release_scores(uplink, params, *, cohort: int, trials: int, seed: int,
   rng = np.random.default_rng(seed)
   base = keylib.base_key(seed)
   rkey = keylib.round_key(base, 1)
-  round_ctx = uplink.round_context(params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC))
+  round_ctx = uplink.round_context(params, keylib.server_key(rkey, keylib.UPLINK_PUBLIC),
+                                   uplink.init_state())
   kept = uplink.kept_coordinates(round_ctx)
   kept = np.arange(d) if kept is None else np.asarray(kept)
   u = np.zeros(d, np.float32)
@@ -217,14 +218,13 @@ def release_scores(uplink, params, *, cohort: int, trials: int, seed: int,
   big = 100.0 * mech.config.clip * max(mech.mask_scale, 1.0)  # far past the clip
   others = rng.normal(size=(cohort - 1, d)).astype(np.float32)
   others *= 0.5 * mech.config.clip / np.linalg.norm(others, axis=1, keepdims=True)
-  canary = 0
-  server_ctx = None
-  client_ctx = None
   ids = jnp.arange(cohort, dtype=jnp.int32)
-  if getattr(uplink, "prepare_round", None) is not None:
-    padded = Cohort(ids, jnp.ones((cohort,), bool), jnp.zeros((cohort,)), None)
-    prepared, server_ctx, _ = uplink.prepare_round(padded, 1)
-    client_ctx = prepared.context
+  # The round's host step (secure aggregation's key agreement; nothing without it).
+  prepared, server_ctx, _ = uplink.prepare_round(
+      Cohort(ids, jnp.ones((cohort,), bool), jnp.zeros((cohort,)), None), 1)
+  client_ctx = prepared.context
+  canary = 0
+  if client_ctx is not None:  # the canary is a client whose message arrives
     canary = int(np.flatnonzero(np.asarray(client_ctx.survived))[0])
   deltas = np.insert(others, canary, 0.0, axis=0)
   u_j, deltas_j = jnp.asarray(u), jnp.asarray(deltas)
@@ -237,13 +237,12 @@ def release_scores(uplink, params, *, cohort: int, trials: int, seed: int,
     def encode(i, delta, ckey):
       result = ClientResult(unravel(zero), unravel(delta), None, jnp.ones(()))
       ctx = None if client_ctx is None else jax.tree.map(lambda c: c[i], client_ctx)
-      return uplink.encode(result, ckey, context=(round_ctx, ctx))
+      return uplink.encode(result, ckey, (round_ctx, ctx))
 
     ckeys = jax.random.split(jax.random.fold_in(key, 0), cohort)
     messages = jax.vmap(encode)(ids, ds, ckeys)
     total = jax.tree.map(lambda m: m.sum(0), messages)
-    mean = uplink.decode(total, params, jax.random.fold_in(key, 1),
-                         context=(round_ctx, server_ctx))
+    mean = uplink.decode(total, params, jax.random.fold_in(key, 1), (round_ctx, server_ctx))
     flat, _ = ravel_pytree(mean)
     return jnp.dot(flat, u_j)
 

@@ -24,8 +24,8 @@ its data, so a client whose update is not finite sends the encoding of a zero up
 (under secure aggregation a masked zero vector, so the masks still cancel) and counts.
 
 Secure aggregation's key agreement and secret sharing are host-side Python
-(`prepare_round`, between sampling the cohort and the jitted round); the driver
-calls it when an uplink has it.
+(`prepare_round`, between sampling the cohort and the jitted round; `has_host_step` is
+True then, and `fedpriv.rounds.compile_round` runs it).
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from fedpriv import links
 from fedpriv.config import secagg_threshold_count
 from fedpriv.fedavg import ClientResult, Cohort
 from fedpriv.privacy import secagg
@@ -47,7 +48,7 @@ from fedpriv.privacy.privatizers import ClientContext, Diagnosed, ServerContext
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class PrivateUplink:
+class PrivateUplink(links.Uplink):
   """Encodes updates with the mechanism's privatizer chain; decodes the sum with its
   inverses.
 
@@ -77,7 +78,8 @@ class PrivateUplink:
     return self.mechanism.adaptive
 
   def init_state(self):
-    """The clip scale s = C_t / C_1 (float32, 1 before round 1), or () when static."""
+    """The clip scale s = C_t / C_1 (float32, 1 before round 1), or () when static
+    (then `update_state` does nothing)."""
     return jnp.ones((), jnp.float32) if self.stateful else ()
 
   def update_state(self, state, total, key):
@@ -92,6 +94,8 @@ class PrivateUplink:
       `(new scale, metrics)`; the metrics are the bound used this round and the noisy
       fraction b (both public: computed from the noisy release).
     """
+    if not self.stateful:
+      return state, {}
     m = self.mechanism
     cfg = m.config
     noisy = total["below_clip"] + m.count_stddev * jax.random.normal(key, (), jnp.float32)
@@ -101,10 +105,13 @@ class PrivateUplink:
     return new, {"clip_bound": state * cfg.clip, "clip_fraction_below": fraction}
 
   # -- shared by all clients of a round ---------------------------------------------
-  def round_context(self, params, key, state=()):
+  def round_context(self, params, key, state):
     """Public per-round values of the stages (the kept coordinates: all clients use the
-    same), and with adaptive clipping `(those, clip scale)` (1 without a state)."""
+    same), and with adaptive clipping `(those, clip scale)` (1 when `state` is ())."""
     del params
+    if key is None:
+      raise ValueError("the private uplink needs the round's public key: pass the base "
+                       "key to FedAvg.apply")
     ctx = self.privatizer.round_context(key)
     if not self.stateful:
       return ctx
@@ -161,18 +168,20 @@ class PrivateUplink:
 
   # -- host side, between sampling and the jitted round ---------------------------------
   @property
-  def prepare_round(self):
-    """The host step for secure aggregation, or None (then the driver keeps the
-    single-jit round)."""
-    return self._prepare_round if self.mechanism.config.secagg else None
+  def has_host_step(self) -> bool:
+    """Secure aggregation's key agreement runs on the host before each round."""
+    return self.mechanism.config.secagg
 
-  def _prepare_round(self, cohort: Cohort, rnd: int):
-    """Runs secure aggregation's key agreement, sharing and (simulated) dropouts.
+  def prepare_round(self, cohort: Cohort, rnd: int):
+    """Runs secure aggregation's key agreement, sharing and (simulated) dropouts
+    (without secure aggregation: nothing).
 
     Returns:
       `(cohort with the clients' mask inputs as context, server_context, host_info)`;
       host_info has the protocol bytes per client and the seconds it took.
     """
+    if not self.has_host_step:
+      return cohort, None, {}
     m = self.mechanism
     t0 = time.perf_counter()
     valid = np.asarray(cohort.valid)
