@@ -12,8 +12,10 @@ A round, as one pure function of (server state, population, base key):
      devices), the uplink decodes the sum into a mean update, and the server optimizer
      applies it (SGD with learning rate 1 is FedAvg, Adam is FedAdam).
 
-Shapes never depend on which clients were sampled, so `jax.jit(algo.run_round)`
-compiles once for the whole run.
+The downlink and uplink are the protocols of `fedpriv/links.py` (checked when a
+`FedAvg` is built). Shapes never depend on which clients were sampled, so the round
+compiles once for the whole run (`fedpriv/rounds.py`: `compile_round`, which also runs
+an uplink's host step between sampling and the round).
 """
 from __future__ import annotations
 
