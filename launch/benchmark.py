@@ -47,7 +47,7 @@ import numpy as np
 import optax
 
 from fedpriv import keys as keylib
-from fedpriv import rounds
+from fedpriv import rounds as roundlib
 from fedpriv.cohort import map_reduce
 from fedpriv.data import fashion_mnist, pack_clients, partition
 from fedpriv.fedavg import ClientResult, FedAvg
@@ -109,12 +109,12 @@ def _pinned_cohort(algo: FedAvg):
 
 
 def _pinned_round(algo: FedAvg, state, pop, base):
-  """The pinned workload's round through `rounds.compile_round` (the driver's), as a
+  """The pinned workload's round through `roundlib.compile_round` (the driver's), as a
   step `(state, ids, positions, round) -> (state, train_loss)` for `_time_rounds`; the
   seconds the compile took (the first round's host step included); and the list that
   collects each round's host-step info."""
   t0 = time.perf_counter()
-  round_fn = rounds.compile_round(algo, state, pop, base, 1, *_pinned_inputs(1)[:2],
+  round_fn = roundlib.compile_round(algo, state, pop, base, 1, *_pinned_inputs(1)[:2],
                                   cohort_fn=_pinned_cohort(algo))
   compile_s = time.perf_counter() - t0
   infos = []
@@ -339,7 +339,7 @@ def run_scaling(cohort, chunk, unroll, rounds):
   state = algo.init(task.init(jax.random.key(0)))
   base = keylib.base_key(0)
   t0 = time.perf_counter()
-  round_fn = rounds.compile_round(algo, state, pop, base, 1)
+  round_fn = roundlib.compile_round(algo, state, pop, base, 1)
   compile_s = time.perf_counter() - t0
   temp = round_fn.executable.memory_analysis().temp_size_in_bytes
 
