@@ -56,6 +56,8 @@ for _p1, _p2, _b in [(p1, p2, b) for p1 in (30, 50) for p2 in (10, 20) for b in 
   RUNS.setdefault(f"qsn_{_p1}_{_p2}_b{_b}", ("FedQSN", dict(p1=_p1 / 100, p2=_p2 / 100, bits=_b)))
 RUNS.update({
     "qsn_50_20_b2_avg": ("FedQSN", dict(p1=0.5, p2=0.2, bits=2, aggregation="average")),
+    # The embedding tables quantized too: the only way under 4 downlink bits per parameter.
+    "qsn_50_20_b4_emb": ("FedQSN", dict(p1=0.5, p2=0.2, bits=4, quantize_embeddings=True)),
     "quant_b2": ("quantization only", dict(p1=0.0, p2=0.0, bits=2)),
 })
 # What `--dataset=X` runs without --only, in this order (the most telling runs first, so
@@ -64,7 +66,8 @@ DEFAULT_RUNS = {
     "fashion_mnist": ["fedavg", "qsn_30_10_b4", "qsn_50_20_b4", "qsn_50_20_b4_avg",
                       "qsn_50_20_b4_avg_up4", "qsn_80_20_b2", "qsn_50_20_b4_all", "quant_b4",
                       "quant_b4_avg", "mask_50_20", "mask_80_20"],
-    "sentiment": ["fedavg", "qsn_50_20_b2", "qsn_50_20_b4", "qsn_50_20_b3", "qsn_30_10_b4",
+    "sentiment": ["fedavg", "qsn_50_20_b2", "qsn_50_20_b4", "qsn_50_20_b4_emb",
+                  "qsn_50_20_b3", "qsn_30_10_b4",
                   "quant_b2", "mask_50_20", "qsn_50_20_b2_avg"] + [
                       f"qsn_{p1}_{p2}_b{b}" for p1 in (30, 50) for p2 in (10, 20)
                       for b in (2, 3, 4)
@@ -129,6 +132,8 @@ def _row(name: str, s: dict, base: dict | None) -> str:
   attacker = pct(s["best_attacker_accuracy"]) if attacked else "not run"
   alone = pct(s["training_alone_accuracy"]) if attacked else "not run"
   agg = q["aggregation"] + (f", up {q['upload_bits']}b" if q["upload_bits"] != 32 else "")
+  if q.get("quantize_embeddings"):
+    agg += ", embeddings NF"
   return (f"| {name} | {kind} | {q['p1']:g} | {q['p2']:g} | {q['bits']} | {agg} | "
           f"{pct(s['test_accuracy'])} | {delta} | {pct(s['eval_set_global_accuracy'])} | "
           f"{pct(s['server_masked_accuracy'])} | "

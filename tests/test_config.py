@@ -67,6 +67,7 @@ def test_shakespeare_rules():
     ("pretrain_batch_size", 0, "fedqsn.pretrain_batch_size: must be >= 1"),
     ("eval_examples", -5, "fedqsn.eval_examples: must be >= 0"),
     ("p1", "half", "fedqsn.p1: must be a float"),
+    ("quantize_embeddings", True, "fedqsn.quantize_embeddings: needs fedqsn.bits in 2..8"),
 ])
 def test_bad_fedqsn_values_are_refused_with_the_option_named(option, value, match):
   with pytest.raises(ConfigError, match=match):

@@ -140,3 +140,46 @@ def test_fedqsn_preset_builds_with_the_minilm_spec(tmp_path, monkeypatch):
   downlink = exp.algorithm.downlink
   assert [n for _, n in downlink.spec.groups] == [16] * 5  # embedding + 2 x (attn, ffn)
   assert downlink.bits_per_param < 32
+
+
+def test_quantized_embeddings_cut_the_downlink_and_take_few_values(tmp_path, monkeypatch):
+  """`fedqsn.quantize_embeddings`: the token and position tables travel as NF-b blocks
+  (each block of a received table holds at most 2^b + 1 distinct values: the NF
+  levels), the proxy costs
+  fewer bits than with full-precision tables, and a model without tables is refused."""
+  from conftest import sentiment_available, write_tiny_minilm  # pylint: disable=import-outside-toplevel
+  from fedpriv import keys as keylib  # pylint: disable=import-outside-toplevel
+  from fedpriv import train  # pylint: disable=import-outside-toplevel
+  from fedpriv.config import ConfigError  # pylint: disable=import-outside-toplevel
+  from launch.configs import sentiment as presets  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+  if not sentiment_available():
+    pytest.skip("the sentiment corpus is missing (make install)")
+  folder, _ = write_tiny_minilm(tmp_path / "tiny")
+  monkeypatch.setenv("FEDPRIV_MINILM_DIR", str(folder))
+  values = presets.get_config("fedqsn").to_dict()
+  values.update(num_clients=4, clients_per_round=2, train_limit=80, test_limit=20, seq_len=12)
+  values["fedqsn"].update(bits=2, block_size=8)
+  plain = train.build(Config.from_dict(values)).algorithm.downlink
+  values["fedqsn"]["quantize_embeddings"] = True
+  exp = train.build(Config.from_dict(values))
+  downlink = exp.algorithm.downlink
+  tables = {"encoder/word_embed", "encoder/pos_embed", "encoder/type_embed"}
+  assert tables <= downlink.spec.quantized and not tables & plain.spec.quantized
+  assert downlink.bits_per_param < plain.bits_per_param
+  params = exp.task.init(jax.random.key(1))
+  keep = downlink.client_keep(keylib.stage_key(jax.random.key(2), keylib.PROXY))
+  received = np.asarray(downlink.build(params, keep)["encoder"]["word_embed"])
+  original = np.asarray(params["encoder"]["word_embed"])
+  assert not np.allclose(received, original)  # changed by the quantizer
+  rows = received.shape[0] // 8 * 8
+  blocks = received[:rows].reshape(-1, 8, received.shape[1])
+  distinct = max(len(np.unique(blocks[b, :, c]))
+                 for b in range(blocks.shape[0]) for c in range(blocks.shape[2]))
+  assert distinct <= 2 ** 2 + 1
+  cnn = Config.from_dict(dict(
+      dataset="fashion_mnist", model="cnn", num_clients=4, clients_per_round=2,
+      train_limit=80, test_limit=20,
+      fedqsn=dict(enabled=True, bits=4, quantize_embeddings=True)))
+  with pytest.raises(ConfigError, match="fedqsn.quantize_embeddings: model 'cnn' has no"):
+    train.build(cnn)

@@ -26,7 +26,7 @@ from fedpriv.fedqsn.hooks import FedQSNMetrics
 from fedpriv.fedqsn.pretrain import Pretrain
 from fedpriv.fedqsn.private_uplink import PrivateProxyUplink
 from fedpriv.fedqsn.proxy import FedQSNDownlink
-from fedpriv.fedqsn.units import model_spec
+from fedpriv.fedqsn.units import embedding_leaves, model_spec
 
 
 def build_downlink(cfg: Config, task) -> FedQSNDownlink:
@@ -35,6 +35,12 @@ def build_downlink(cfg: Config, task) -> FedQSNDownlink:
   shapes = jax.eval_shape(task.init, jax.random.key(0))
   try:
     spec = model_spec(cfg.model, shapes)
+    if q.quantize_embeddings:
+      tables = embedding_leaves(shapes)
+      if not tables:
+        raise ConfigError("fedqsn.quantize_embeddings",
+                          f"model {cfg.model!r} has no embedding tables")
+      spec = dataclasses.replace(spec, quantized=spec.quantized | tables)
     return FedQSNDownlink.make(spec, shapes, keylib.base_key(cfg.seed), p1=q.p1, p2=q.p2,
                                client_mask=q.client_mask, bits=q.bits,
                                block_size=q.block_size)

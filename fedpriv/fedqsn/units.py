@@ -78,6 +78,18 @@ class ModelSpec:
         raise ValueError(f"quantized leaf {leaf!r} must be a matrix or kernel")
 
 
+def embedding_leaves(params) -> frozenset[str]:
+  """The model's token and position embedding tables: its matrices named `*embed` or
+  `*/embedding` (e.g. MiniLM's `encoder/word_embed`, the transformer's `embed/embedding`)."""
+  out = set()
+  for path, x in jax.tree_util.tree_flatten_with_path(params)[0]:
+    name = leaf_name(path)
+    last = name.rsplit("/", 1)[-1]
+    if len(x.shape) == 2 and (last.endswith("embed") or last == "embedding"):
+      out.add(name)
+  return frozenset(out)
+
+
 def _modules(params) -> dict[str, dict]:
   return {k: v for k, v in params.items() if isinstance(v, dict)}
 
