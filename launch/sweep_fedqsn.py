@@ -52,8 +52,10 @@ RUNS = {
 # The sentiment workload's grid (issue 11): p1 in {0.3, 0.5} x p2 in {0.1, 0.2} x NF bits
 # in {2, 3, 4}, plus quantization and masking alone at the bits / p1 where the premise
 # check saw the pretrained encoder lose most.
-for _p1, _p2, _b in [(p1, p2, b) for p1 in (30, 50) for p2 in (10, 20) for b in (2, 3, 4)]:
-  RUNS.setdefault(f"qsn_{_p1}_{_p2}_b{_b}", ("FedQSN", dict(p1=_p1 / 100, p2=_p2 / 100, bits=_b)))
+GRID_LM = [f"qsn_{p1}_{p2}_b{b}" for p1 in (30, 50) for p2 in (10, 20) for b in (2, 3, 4)]
+for _name in GRID_LM:
+  _p1, _p2, _b = _name[4:].split("_")
+  RUNS.setdefault(_name, ("FedQSN", dict(p1=int(_p1) / 100, p2=int(_p2) / 100, bits=int(_b[1:]))))
 RUNS.update({
     "qsn_50_20_b2_avg": ("FedQSN", dict(p1=0.5, p2=0.2, bits=2, aggregation="average")),
     # The embedding tables quantized too: the only way under 4 downlink bits per parameter.
@@ -61,34 +63,33 @@ RUNS.update({
     "quant_b2": ("quantization only", dict(p1=0.0, p2=0.0, bits=2)),
 })
 # What `--dataset=X` runs without --only, in this order (the most telling runs first, so
-# that a sweep cut short still has them).
+# that a sweep cut short still has them; then the rest of the grid).
+_IMAGES_AND_TEXT = ["fedavg", "qsn_30_10_b4", "qsn_50_20_b4", "qsn_50_20_b4_avg",
+                    "qsn_50_20_b4_avg_up4", "qsn_80_20_b2", "qsn_50_20_b4_all", "quant_b4",
+                    "quant_b4_avg", "mask_50_20", "mask_80_20"]
 DEFAULT_RUNS = {
-    "fashion_mnist": ["fedavg", "qsn_30_10_b4", "qsn_50_20_b4", "qsn_50_20_b4_avg",
-                      "qsn_50_20_b4_avg_up4", "qsn_80_20_b2", "qsn_50_20_b4_all", "quant_b4",
-                      "quant_b4_avg", "mask_50_20", "mask_80_20"],
-    "sentiment": ["fedavg", "qsn_50_20_b2", "qsn_50_20_b4", "qsn_50_20_b4_emb",
-                  "qsn_50_20_b3", "qsn_30_10_b4",
-                  "quant_b2", "mask_50_20", "qsn_50_20_b2_avg"] + [
-                      f"qsn_{p1}_{p2}_b{b}" for p1 in (30, 50) for p2 in (10, 20)
-                      for b in (2, 3, 4)
-                      if f"qsn_{p1}_{p2}_b{b}" not in
-                      ("qsn_50_20_b2", "qsn_50_20_b4", "qsn_50_20_b3", "qsn_30_10_b4")],
+    "fashion_mnist": _IMAGES_AND_TEXT,
+    "shakespeare": _IMAGES_AND_TEXT,
+    "sentiment": list(dict.fromkeys(
+        ["fedavg", "qsn_50_20_b2", "qsn_50_20_b4", "qsn_50_20_b4_emb", "qsn_50_20_b3",
+         "qsn_30_10_b4", "quant_b2", "mask_50_20", "qsn_50_20_b2_avg"] + GRID_LM)),
 }
-DEFAULT_RUNS["shakespeare"] = DEFAULT_RUNS["fashion_mnist"]
 # Attackers train `epochs_factor` times a client's local budget. The language model is
 # fine-tuned for one local epoch per round in about 19 steps; ten times that per attacker
 # (and per colluding pool) would cost more than the whole federated run, so the sentiment
 # attackers get three times the local budget.
-ATTACK_FLAGS = {"fashion_mnist": ["--attackers=3", "--colluders=5", "--epochs_factor=10"],
-                "shakespeare": ["--attackers=3", "--colluders=5", "--epochs_factor=10"],
-                "sentiment": ["--attackers=3", "--colluders=5", "--epochs_factor=3"]}
+EPOCHS_FACTOR = {"sentiment": 3}
+
+
+def attack_flags(dataset: str) -> list[str]:
+  return ["--attackers=3", "--colluders=5", f"--epochs_factor={EPOCHS_FACTOR.get(dataset, 10)}"]
 
 
 def command(dataset: str, name: str, out: pathlib.Path) -> list[str]:
   _, overrides = RUNS[name]
   args = [sys.executable, "-m", "launch.extract",
           f"--config=launch/configs/{dataset}.py:fedqsn", f"--workdir={out / dataset / name}",
-          f"--config.fedqsn.pretrain_cache_dir={out / 'pretrain_cache'}", *ATTACK_FLAGS[dataset]]
+          f"--config.fedqsn.pretrain_cache_dir={out / 'pretrain_cache'}", *attack_flags(dataset)]
   args += [f"--config.{kv}" for kv in _SET.value]
   return args + [f"--config.fedqsn.{k}={v}" for k, v in overrides.items()]
 
