@@ -126,9 +126,9 @@ def test_fedavg_preset_runs_end_to_end_on_a_tiny_encoder(tmp_path):
   assert 0 <= summary["test_accuracy"] <= 1
 
 
-def test_fedqsn_preset_builds_with_the_minilm_spec(tmp_path, monkeypatch):
+def _tiny_fedqsn_values(tmp_path, monkeypatch) -> dict:
+  """`sentiment.py:fedqsn` as a dict, shrunk, with a tiny random encoder installed."""
   from conftest import sentiment_available, write_tiny_minilm  # pylint: disable=import-outside-toplevel
-  from fedpriv import train  # pylint: disable=import-outside-toplevel
   from launch.configs import sentiment as presets  # pylint: disable=import-outside-toplevel
   if not sentiment_available():
     pytest.skip("the sentiment corpus is missing (make install)")
@@ -136,7 +136,12 @@ def test_fedqsn_preset_builds_with_the_minilm_spec(tmp_path, monkeypatch):
   monkeypatch.setenv("FEDPRIV_MINILM_DIR", str(folder))
   values = presets.get_config("fedqsn").to_dict()
   values.update(num_clients=4, clients_per_round=2, train_limit=80, test_limit=20, seq_len=12)
-  exp = train.build(Config.from_dict(values))
+  return values
+
+
+def test_fedqsn_preset_builds_with_the_minilm_spec(tmp_path, monkeypatch):
+  from fedpriv import train  # pylint: disable=import-outside-toplevel
+  exp = train.build(Config.from_dict(_tiny_fedqsn_values(tmp_path, monkeypatch)))
   downlink = exp.algorithm.downlink
   assert [n for _, n in downlink.spec.groups] == [16] * 5  # embedding + 2 x (attn, ffn)
   assert downlink.bits_per_param < 32
@@ -147,18 +152,11 @@ def test_quantized_embeddings_cut_the_downlink_and_take_few_values(tmp_path, mon
   (each block of a received table holds at most 2^b + 1 distinct values: the NF
   levels), the proxy costs
   fewer bits than with full-precision tables, and a model without tables is refused."""
-  from conftest import sentiment_available, write_tiny_minilm  # pylint: disable=import-outside-toplevel
   from fedpriv import keys as keylib  # pylint: disable=import-outside-toplevel
   from fedpriv import train  # pylint: disable=import-outside-toplevel
   from fedpriv.config import ConfigError  # pylint: disable=import-outside-toplevel
-  from launch.configs import sentiment as presets  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
-  if not sentiment_available():
-    pytest.skip("the sentiment corpus is missing (make install)")
-  folder, _ = write_tiny_minilm(tmp_path / "tiny")
-  monkeypatch.setenv("FEDPRIV_MINILM_DIR", str(folder))
-  values = presets.get_config("fedqsn").to_dict()
-  values.update(num_clients=4, clients_per_round=2, train_limit=80, test_limit=20, seq_len=12)
+  values = _tiny_fedqsn_values(tmp_path, monkeypatch)
   values["fedqsn"].update(bits=2, block_size=8)
   plain = train.build(Config.from_dict(values)).algorithm.downlink
   values["fedqsn"]["quantize_embeddings"] = True
