@@ -47,7 +47,7 @@ run: install data
 	$(PY) -m launch.train --config=launch/configs/fashion_mnist.py --workdir=$(WORKDIR)
 
 test: install data
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=25 tests
 
 # Minutes: a private run of 300 rounds killed at random and resumed, bit-identical.
 soak: install data

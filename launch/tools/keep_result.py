@@ -1,0 +1,46 @@
+"""Copy a finished run's results into docs/results/: its summary.json without `data_info`
+(the per-client tables, large and the same for every run of a dataset) and its learning
+curve from metrics.jsonl (every evaluated round's test accuracy and loss).
+
+    python -m launch.tools.keep_result --workdir=runs/papernot/z2.15 \
+        --out=docs/results/update_privacy/papernot_z2.15.json
+
+Notebooks and result pages read these files, so their curves come from the committed
+runs and not from runs too short to converge.
+"""
+import json
+import pathlib
+
+from absl import app, flags
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A finished run's workdir.", required=True)
+_OUT = flags.DEFINE_string("out", None, "Where to write the JSON.", required=True)
+
+
+def kept(workdir: pathlib.Path) -> dict:
+  """The summary (without `data_info`) with `curve`: `[{round, test_accuracy, test_loss}]`."""
+  summary_path = workdir / "summary.json"
+  if not summary_path.exists():
+    raise FileNotFoundError(f"{summary_path} does not exist: the run has not finished")
+  summary = json.loads(summary_path.read_text())
+  summary.pop("data_info", None)
+  curve = []
+  with open(workdir / "metrics.jsonl") as f:
+    for line in f:
+      record = json.loads(line)
+      if "test_accuracy" in record:
+        curve.append({k: record[k] for k in ("round", "test_accuracy", "test_loss")})
+  summary["curve"] = curve
+  return summary
+
+
+def main(argv):
+  del argv
+  out = pathlib.Path(_OUT.value)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(kept(pathlib.Path(_WORKDIR.value)), indent=1) + "\n")
+  print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+  app.run(main)
