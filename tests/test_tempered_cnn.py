@@ -90,9 +90,9 @@ def test_dp_tempered_preset_is_dp_sgd_of_the_paper():
   assert (cfg.num_clients, cfg.batch_size, cfg.local_epochs) == (60000, 1, 1)
   assert (cfg.client_optimizer, cfg.learning_rate) == ("sgd", 1.0)
   assert cfg.client_sampling == "poisson" and cfg.model == "tempered_cnn"
-  # DP-SGD's batch 2048, learning rate 4, 40 epochs, clip 0.1, noise 2.15
+  # DP-SGD's batch 2048, learning rate 4 with momentum 0.9, 40 epochs, clip 0.1, noise 2.15
   assert (cfg.clients_per_round, cfg.server_optimizer, cfg.server_learning_rate) == (
-      2048, "sgd", 4.0)
+      2048, "momentum", 4.0)
   assert round(cfg.rounds * cfg.clients_per_round / cfg.num_clients) == 40
   p = cfg.privacy
   assert (p.enabled, p.clip, p.noise, p.noise_multiplier, p.delta) == (
