@@ -13,6 +13,8 @@ import pathlib
 
 from absl import app, flags
 
+from fedpriv import plots
+
 _WORKDIR = flags.DEFINE_string("workdir", None, "A finished run's workdir.", required=True)
 _OUT = flags.DEFINE_string("out", None, "Where to write the JSON.", required=True)
 
@@ -24,13 +26,8 @@ def kept(workdir: pathlib.Path) -> dict:
     raise FileNotFoundError(f"{summary_path} does not exist: the run has not finished")
   summary = json.loads(summary_path.read_text())
   summary.pop("data_info", None)
-  curve = []
-  with open(workdir / "metrics.jsonl") as f:
-    for line in f:
-      record = json.loads(line)
-      if "test_accuracy" in record:
-        curve.append({k: record[k] for k in ("round", "test_accuracy", "test_loss")})
-  summary["curve"] = curve
+  summary["curve"] = [{k: r[k] for k in ("round", "test_accuracy", "test_loss")}
+                      for r in plots.read_metrics(workdir) if "test_accuracy" in r]
   return summary
 
 
