@@ -63,10 +63,11 @@ def get_config(preset: str = "fedavg") -> ml_collections.ConfigDict:
       c.fedqsn = fedqsn_group()
   elif preset == "dp_tempered":
     # DP-SGD (Papernot et al. 2021, Fashion-MNIST: batch 2048, learning rate 4, 40
-    # epochs, clip 0.1, noise multiplier 2.15; with momentum 0.9) written as DP-FedAvg: a client is one
-    # training image, it takes one SGD step of learning rate 1, so its update is minus
-    # its gradient, clipped to 0.1; the server divides the noisy sum by the expected
-    # cohort and steps with learning rate 4: exactly DP-SGD's step on a Poisson batch.
+    # epochs, clip 0.1, noise multiplier 2.15; here with momentum 0.9) written as
+    # DP-FedAvg: a client is one training image, it takes one SGD step of learning
+    # rate 1, so its update is minus its gradient, clipped to 0.1; the server divides
+    # the noisy sum by the expected cohort and steps with learning rate 4: exactly
+    # DP-SGD's step on a Poisson batch.
     c.model = "tempered_cnn"
     c.num_clients = 60000
     c.clients_per_round = 2048
