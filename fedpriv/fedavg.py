@@ -177,6 +177,11 @@ class FedAvg:
       `capacity` slots with a validity mask, so shapes stay static).
     capacity: Poisson only: the most clients a round holds (larger draws keep a
       random `capacity` of theirs).
+    secret_cohorts: draw each round's cohort from the state's secret key
+      (`ServerState.noise_seed`) instead of the seed. Update privacy sets it: its
+      epsilon against observers rests on amplification by sampling, which holds only
+      while the cohorts are secret, and the seed is written into every config.json.
+      Shuffles, proxies and dropouts still come from the seed.
   """
   task: Task
   client_optimizer: optax.GradientTransformation
@@ -193,6 +198,7 @@ class FedAvg:
   rule: Rule = dataclasses.field(default_factory=Rule)
   client_sampling: str = "fixed"
   capacity: int = 0
+  secret_cohorts: bool = False
 
   def __post_init__(self):
     links.check(self.downlink, links.Downlink)
@@ -241,10 +247,27 @@ class FedAvg:
                        self.rule.init(params), jax.random.key_data(noise_key),
                        self.uplink.init_state())
 
-  def sample_cohort(self, base_key: jax.Array, rnd, num_clients: int) -> Cohort:
-    """The cohort of round `rnd` (1-based), drawn from `(base_key, rnd)` alone."""
+  def sample_cohort(self, base_key: jax.Array, rnd, num_clients: int,
+                    noise_seed: jax.Array | None = None) -> Cohort:
+    """The cohort of round `rnd` (1-based).
+
+    Which clients are drawn comes from `(base_key, rnd)`, or with `secret_cohorts`
+    from `(noise_seed, rnd)` (the state's secret key data, `ServerState.noise_seed`),
+    by the same counters; the sampled clients' keys (shuffles, proxies) and dropouts
+    always come from `(base_key, rnd)`.
+
+    Raises:
+      ValueError: `secret_cohorts` without `noise_seed`.
+    """
     rkey = keylib.round_key(base_key, rnd)
-    skey = keylib.server_key(rkey, keylib.SAMPLE_CLIENTS)
+    if self.secret_cohorts:
+      if noise_seed is None:
+        raise ValueError("this algorithm draws its cohorts from the state's secret key "
+                         "(secret_cohorts): pass noise_seed=state.noise_seed")
+      draw_from = keylib.round_key(jax.random.wrap_key_data(noise_seed), rnd)
+    else:
+      draw_from = rkey
+    skey = keylib.server_key(draw_from, keylib.SAMPLE_CLIENTS)
     if self.poisson:
       ids, count = poisson_clients(skey, num_clients, self.clients_per_round / num_clients,
                                    self.capacity)
@@ -400,5 +423,6 @@ class FedAvg:
 
   def run_round(self, state: ServerState, population: ClientData, base_key: jax.Array):
     """Samples the cohort of round `state.round + 1` and runs it."""
-    cohort = self.sample_cohort(base_key, state.round + 1, population.mask.shape[0])
+    cohort = self.sample_cohort(base_key, state.round + 1, population.mask.shape[0],
+                                state.noise_seed)
     return self.apply(state, population, cohort, base_key)

@@ -20,6 +20,10 @@ metrics, summaries or logs; the same counters then give
     noise_round  = round_key(secret, r)
     client noise = stage_key(client_key(noise_round, c), PRIVATIZE)
     server noise = server_key(noise_round, SERVER_NOISE).
+With update privacy the cohorts come from the secret too (`FedAvg.secret_cohorts`):
+    cohort       = server_key(noise_round, SAMPLE_CLIENTS)
+since the epsilon against observers (amplification by sampling) holds only while the
+cohorts are secret. The sampled clients' own keys (shuffles, proxies) stay public.
 `simulation_noise_key(base)` derives it from the seed instead, for reproducible
 simulations only (`privacy.reproducible_noise`; every epsilon is then marked
 "simulation only"). Secure aggregation's keys come from the OS as well (`secagg.py`).

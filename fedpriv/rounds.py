@@ -70,7 +70,8 @@ def compile_round(algo: FedAvg, state: ServerState, population, base: jax.Array,
     *inputs: extra per-round inputs of `cohort_fn`, as the first round gets them (the
       benchmark's pinned client ids and minibatches); later calls pass their own.
     cohort_fn: `(base, rnd, *inputs) -> Cohort` of round `rnd` (traced); default
-      `algo.sample_cohort(base, rnd, number of clients in population)`.
+      `algo.sample_cohort(base, rnd, number of clients in population,
+      state.noise_seed)` (the secret key draws the cohorts when the algorithm says so).
     donate: donate the state to the round (its buffers are reused; the caller must
       not read the state it passed in afterwards).
 
@@ -79,13 +80,15 @@ def compile_round(algo: FedAvg, state: ServerState, population, base: jax.Array,
   """
   if cohort_fn is None:
     num_clients = population.mask.shape[0]
-    cohort_fn = lambda b, rnd: algo.sample_cohort(b, rnd, num_clients)
+    draw = lambda noise_seed, b, rnd: algo.sample_cohort(b, rnd, num_clients, noise_seed)
+  else:
+    draw = lambda noise_seed, b, rnd, *inputs: cohort_fn(b, rnd, *inputs)
   donate_argnums = (0,) if donate else ()
   chex.clear_trace_counter()
 
   if not algo.uplink.has_host_step:
     def run_round(state, population, base, *inputs):
-      cohort = cohort_fn(base, state.round + 1, *inputs)
+      cohort = draw(state.noise_seed, base, state.round + 1, *inputs)
       return algo.apply(state, population, cohort, base)
 
     jitted = jax.jit(chex.assert_max_traces(run_round, n=1), donate_argnums=donate_argnums)
@@ -97,23 +100,23 @@ def compile_round(algo: FedAvg, state: ServerState, population, base: jax.Array,
 
     return CompiledRound(step, executable)
 
-  sample = jax.jit(cohort_fn)
+  sample = jax.jit(draw)
 
-  def host_step(base, rnd: int, *inputs) -> tuple[Cohort, Any, dict]:
-    return algo.uplink.prepare_round(sample(base, rnd, *inputs), rnd)
+  def host_step(noise_seed, base, rnd: int, *inputs) -> tuple[Cohort, Any, dict]:
+    return algo.uplink.prepare_round(sample(noise_seed, base, rnd, *inputs), rnd)
 
   def apply(state, population, cohort, base, server_context):
     return algo.apply(state, population, cohort, base, server_context)
 
   jitted = jax.jit(chex.assert_max_traces(apply, n=1), donate_argnums=donate_argnums)
-  prepared = {first_round: host_step(base, first_round, *inputs)}
+  prepared = {first_round: host_step(state.noise_seed, base, first_round, *inputs)}
   cohort, server_context, _ = prepared[first_round]
   executable = jitted.lower(state, population, cohort, base, server_context).compile()
 
   def split_step(state, population, base, *inputs):
     rnd = _host_int(state.round) + 1
     cohort, server_context, info = (prepared.pop(rnd) if rnd in prepared
-                                    else host_step(base, rnd, *inputs))
+                                    else host_step(state.noise_seed, base, rnd, *inputs))
     state, metrics = executable(state, population, cohort, base, server_context)
     return state, metrics, info
 

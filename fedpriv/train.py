@@ -121,6 +121,9 @@ def build(cfg: Config) -> Experiment:
       rule=rule,
       client_sampling=cfg.client_sampling,
       capacity=cohort_capacity(cfg, data.train.num_clients),
+      # Update privacy's epsilon against observers assumes secret cohorts: draw them
+      # from the state's secret key, not from the seed that config.json records.
+      secret_cohorts=cfg.privacy.enabled and not cfg.privacy.reproducible_noise,
       downlink=downlink,
       uplink=uplink,
   )

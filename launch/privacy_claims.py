@@ -4,8 +4,10 @@
         [--config.client_sampling=poisson ...]
 
 Builds the experiment as `launch.train` does (data, model, the mechanism with its
-calibrated noise), counts each client's participations from the cohorts the seed draws
-(the same ones the run will draw), and prints `accounting.claims`: against observers
+calibrated noise), counts each client's participations over cohorts drawn as the run
+draws them (a run with update privacy draws its cohorts from its own secret key, so
+these are cohorts like the run's, not the run's: the run's summary.json has its own
+count), and prints `accounting.claims`: against observers
 who do not learn the cohorts, and against the server for one participation and for the
 most participations of any client, each by RDP and PLD with its relation, sampling and
 delta.
@@ -32,11 +34,13 @@ def main(argv):
     refuse(str(e))
   report = next(h for h in exp.hooks if hasattr(h, "mechanism"))
   mech = report.mechanism
-  report.on_resume(exp, None, cfg.rounds)  # the participations of the whole run
+  report.on_resume(exp, None, cfg.rounds)  # participations over a whole run's cohorts
   counts = report.participations
   print(f"noise multiplier z = {mech.noise_multiplier:.4f}, {mech.num_clients} clients, "
         f"{cfg.client_sampling} sampling of {mech.cohort} per round (capacity "
-        f"{mech.capacity}), {cfg.rounds} rounds; participations: max {counts.max()}, "
+        f"{mech.capacity}), {cfg.rounds} rounds; participations over cohorts drawn like the "
+        f"run's{' (from a fresh secret key)' if exp.algorithm.secret_cohorts else ''}: "
+        f"max {counts.max()}, "
         f"{int(np.sum(counts >= 2))} clients with 2 or more, {int(np.sum(counts == 0))} "
         "with none")
   for c in accounting.claims(mech, cfg.rounds, int(counts.max())):

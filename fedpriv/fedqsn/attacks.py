@@ -110,15 +110,10 @@ class AttackHook:
 
   def on_start(self, exp, params):
     cfg, algo = exp.cfg, exp.algorithm
-    down = algo.downlink
     self._base = keylib.base_key(cfg.seed)
     n_clients = exp.data.train.num_clients
-    last = replay.round_cohort(algo, self._base, cfg.rounds, n_clients)
-    ids = np.asarray(last.client_ids)[np.asarray(last.valid)]
     want = max(self.attackers, self.colluders)
-    if want > len(ids):
-      raise ValueError(f"{want} attackers/colluders, but a round has only {len(ids)} clients")
-    self._ids = jnp.asarray(ids[:want], jnp.int32)
+    self._ids = None  # the final cohort's first `want` clients: known once the state is
     zeros = jax.tree.map(jnp.zeros_like, params)
     stack = lambda t: jax.tree.map(lambda a: jnp.stack([a] * want), t)
     self._last = Combination(stack(zeros), stack(zeros))
@@ -126,29 +121,43 @@ class AttackHook:
     self._times = jnp.zeros((want,), jnp.int32)
     self._prev = jax.tree.map(jnp.copy, params)
 
-    def record(prev, last_c, all_c, times, base, rnd):
-      cohort = replay.round_cohort(algo, base, rnd, n_clients)
-      member = (self._ids[:, None] == jnp.where(cohort.valid, cohort.client_ids, -1)[None]
+    def final_cohort(noise_seed):
+      # With update privacy the cohorts come from the state's secret key, which exists
+      # only once the run has started: hence chosen at the first round, not here.
+      last = replay.round_cohort(algo, self._base, cfg.rounds, n_clients, noise_seed)
+      ids = np.asarray(last.client_ids)[np.asarray(last.valid)]
+      if want > len(ids):
+        raise ValueError(f"{want} attackers/colluders, but the final round has only "
+                         f"{len(ids)} clients")
+      return jnp.asarray(ids[:want], jnp.int32)
+
+    def record(prev, last_c, all_c, times, ids, base, rnd, noise_seed):
+      cohort = replay.round_cohort(algo, base, rnd, n_clients, noise_seed)
+      member = (ids[:, None] == jnp.where(cohort.valid, cohort.client_ids, -1)[None]
                 ).any(axis=1)
 
       def one(cid):
         received = algo.received_model(prev, replay.client_key(base, rnd, cid))
         return Combination.of(received.params, received.visible)
 
-      got = jax.vmap(one)(self._ids)
+      got = jax.vmap(one)(ids)
       pick = lambda new, old: jax.tree.map(
           lambda a, b: jnp.where(member.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
       gated = jax.tree.map(
           lambda a: a * member.reshape((-1,) + (1,) * (a.ndim - 1)).astype(a.dtype), got)
       return pick(got, last_c), all_c + gated, times + member.astype(jnp.int32)
 
+    self._final_cohort = final_cohort
     self._record = jax.jit(record)
     return params
 
   def on_round(self, exp, state, metrics, rnd, evaluated):
     del exp, metrics, evaluated
+    if self._ids is None:
+      self._ids = self._final_cohort(state.noise_seed)
     self._last, self._all, self._times = self._record(
-        self._prev, self._last, self._all, self._times, self._base, jnp.int32(rnd))
+        self._prev, self._last, self._all, self._times, self._ids, self._base,
+        jnp.int32(rnd), state.noise_seed)
     self._prev = jax.tree.map(jnp.copy, state.params)
     return {}
 

@@ -132,8 +132,9 @@ class FedQSNMetrics:
       bits = algo.downlink.message_bits(keep)
       return jnp.zeros(()), (acc_b, acc_a, loss_b, loss_a, bits, valid)
 
-    def measure(before_params, params, population, eval_data, val_data, base, rnd):
-      cohort = replay.round_cohort(algo, base, rnd, num_clients)
+    def measure(before_params, params, population, eval_data, val_data, base, rnd,
+                noise_seed):
+      cohort = replay.round_cohort(algo, base, rnd, num_clients, noise_seed)
       _, (acc_b, acc_a, loss_b, loss_a, bits, valid) = map_reduce(
           client, (before_params, population, eval_data, val_data),
           (cohort.client_ids, cohort.valid, cohort.keys), chunk_size=algo.chunk_size)
@@ -186,7 +187,7 @@ class FedQSNMetrics:
       if not isinstance(self._population.x, jax.Array):
         self._population = jax.tree.map(jnp.asarray, self._population)
       m = jax.device_get(self._fn(self._prev, state.params, self._population, self._eval,
-                                  self._val, self._base, jnp.int32(rnd)))
+                                  self._val, self._base, jnp.int32(rnd), state.noise_seed))
       out = {
           "server_masked_accuracy": float(m["server_masked"]),
           "client_proxy_accuracy_before": float(m["before"]),

@@ -49,7 +49,8 @@ What is accounted, exactly
 Two threat models, two kinds of epsilon (`claims`)
 -------------------------------------------------
 * Against observers of the released models who do not learn the cohorts: the epsilon
-  above, with amplification by sampling (which needs the sample to be secret).
+  above, with amplification by sampling (which needs the sample to be secret: a private
+  run draws its cohorts from its secret key, `FedAvg.secret_cohorts`).
 * Against the server: it draws the cohort, runs secure aggregation with exactly those
   clients and so knows who took part. Sampling amplifies nothing against it: a client
   that took part k times is protected by k compositions of the Gaussian (no sampling
@@ -84,8 +85,8 @@ OBSERVER = ("observers of the released models who do not learn the cohorts "
             "(amplification by sampling)")
 SERVER = ("the server, which draws the cohorts and so knows who took part (composition "
           "over a client's participations, no amplification)")
-SIMULATION_ONLY = ("simulation only: privacy.reproducible_noise derives the noise from "
-                   "the seed, which the config records")
+SIMULATION_ONLY = ("simulation only: privacy.reproducible_noise derives the noise and "
+                   "the cohorts from the seed, which the config records")
 
 
 def ddg_epsilon(l2: float, l1: float, n: int, sigma: float, dim: int) -> float:

@@ -44,14 +44,20 @@ class PrivacyReport:
     return 0 if self.participations is None else int(self.participations.max())
 
   def on_resume(self, exp, state, rnd):
-    """Rebuilds the participation counts: cohorts are a pure function of (seed, round)."""
-    del state
+    """Rebuilds the participation counts of rounds 1..`rnd`: cohorts are a pure function
+    of (key, round), the key being the state's secret one when the run draws its cohorts
+    in secret. With `state=None` (a forecast before any run) a fresh secret key draws
+    cohorts distributed like the run's, but not the run's own."""
     self.participations = None
     algo, n = exp.algorithm, self.mechanism.num_clients
     base = keylib.base_key(exp.cfg.seed)
-    sample = jax.jit(lambda b, r: algo.sample_cohort(b, r, n))
+    noise_seed = None
+    if algo.secret_cohorts:
+      noise_seed = (jax.random.key_data(keylib.secret_key()) if state is None
+                    else state.noise_seed)
+    sample = jax.jit(lambda b, r, s: algo.sample_cohort(b, r, n, s))
     for r in range(1, rnd + 1):
-      cohort = sample(base, r)
+      cohort = sample(base, r, noise_seed)
       self._count(cohort.client_ids, algo.sampled_count(cohort))
 
   def on_round(self, exp, state, metrics, rnd, evaluated):
