@@ -58,6 +58,8 @@ for _name in GRID_LM:
   RUNS.setdefault(_name, ("FedQSN", dict(p1=int(_p1) / 100, p2=int(_p2) / 100, bits=int(_b[1:]))))
 RUNS.update({
     "qsn_50_20_b2_avg": ("FedQSN", dict(p1=0.5, p2=0.2, bits=2, aggregation="average")),
+    # Average aggregation where delta aggregation learns at all (p1 0.5 does not).
+    "qsn_30_10_b4_avg": ("FedQSN", dict(p1=0.3, p2=0.1, bits=4, aggregation="average")),
     # The embedding tables quantized too: the only way under 4 downlink bits per parameter.
     "qsn_50_20_b4_emb": ("FedQSN", dict(p1=0.5, p2=0.2, bits=4, quantize_embeddings=True)),
     "quant_b2": ("quantization only", dict(p1=0.0, p2=0.0, bits=2)),
@@ -72,7 +74,7 @@ DEFAULT_RUNS = {
     "shakespeare": _IMAGES_AND_TEXT,
     "sentiment": list(dict.fromkeys(
         ["fedavg", "qsn_50_20_b2", "qsn_50_20_b4", "qsn_50_20_b4_emb", "qsn_50_20_b3",
-         "qsn_30_10_b4", "quant_b2", "mask_50_20", "qsn_50_20_b2_avg"] + GRID_LM)),
+         "qsn_30_10_b4", "quant_b2", "mask_50_20", "qsn_30_10_b4_avg"] + GRID_LM)),
 }
 # Attackers train `epochs_factor` times a client's local budget. The language model is
 # fine-tuned for one local epoch per round in about 19 steps; ten times that per attacker
