@@ -3,6 +3,8 @@ truncation to the capacity, the mean divided by the expected count, and secure
 aggregation whose masks still cancel with padded slots."""
 from __future__ import annotations
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -124,9 +126,71 @@ def test_capacity_is_sized_from_the_overflow_probability():
   assert cohort_capacity(Config(num_clients=6000, clients_per_round=100), 6000) == 100
 
 
-def test_poisson_with_distributed_noise_is_refused():
-  cfg = Config(num_clients=N, clients_per_round=EXPECTED, client_sampling="poisson",
-               privacy=PrivacyConfig(enabled=True, bits=8, secagg=True, noise="distributed",
-                                     noise_multiplier=1.0))
-  with pytest.raises(ConfigError, match="client_sampling: 'poisson' with distributed"):
-    setup.build(cfg, tiny_task(), N)
+def _ddg_poisson(n=200, expected=100, rounds=4, **kw):
+  cfg = Config(num_clients=n, clients_per_round=expected, rounds=rounds,
+               client_sampling="poisson",
+               privacy=PrivacyConfig(enabled=True, bits=12, clip=0.5, secagg=True,
+                                     secagg_neighbors=4, noise="distributed", **kw))
+  uplink, report = setup.build(cfg, tiny_task(), n)
+  return cfg, uplink, report
+
+
+def test_distributed_noise_with_poisson_sizes_shares_for_the_floor_and_pays_its_tail():
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+  from fedpriv.privacy import accounting  # pylint: disable=import-outside-toplevel
+  from fedpriv.privacy.privatizers import codes_center  # pylint: disable=import-outside-toplevel
+  from fedpriv.privacy.secagg import required_ring_bits  # pylint: disable=import-outside-toplevel
+  _, uplink, _ = _ddg_poisson(noise_multiplier=1.0)
+  mech = uplink.mechanism
+  m, p = mech.min_cohort, 1e-12 / 4
+  # m_min: fewer of a client's 199 others are drawn with probability <= p; m_min + 1 not.
+  assert stats.binom.cdf(m - 1, 199, 0.5) <= p < stats.binom.cdf(m, 199, 0.5)
+  assert 0 < m < 100 < mech.capacity
+  assert mech.survivors == m
+  assert mech.client_sigma == pytest.approx(mech.sum_noise_multiplier * mech.level_bound /
+                                            np.sqrt(m))
+  # The ring holds capacity shares of that sigma, not only the planned sum's noise.
+  assert mech.ring_bits >= required_ring_bits(
+      mech.capacity, codes_center(12), mech.client_sigma * np.sqrt(mech.capacity))
+  # Each observer claim pays for both tails of the draw in delta.
+  p_under = accounting.underflow_probability(mech)
+  assert 0 < p_under <= p
+  eps = accounting.epsilon(mech, 4)
+  extra = (1 + np.exp(eps)) * 4 * (p_under + accounting.overflow_probability(mech))
+  assert accounting.observer_delta(mech, eps, 4) == pytest.approx(mech.config.delta + extra)
+  # The accountant's z' counts the floor's shares: fewer shares, less privacy.
+  more = dataclasses.replace(mech, cohort=150)
+  assert more.min_cohort > m
+  assert accounting.accountant_noise_multiplier(more) > accounting.accountant_noise_multiplier(
+      mech)
+
+
+def test_distributed_noise_with_poisson_adds_each_drawn_clients_share():
+  chex.clear_trace_counter()
+  n, expected = 200, 100
+  pop = jax.tree.map(jnp.asarray, tiny_population([4] * n, seed=11))
+  algos = []
+  for noise in ("none", "distributed"):
+    kw = dict(noise_multiplier=1.0) if noise == "distributed" else {}
+    cfg = Config(num_clients=n, clients_per_round=expected, rounds=4,
+                 client_sampling="poisson",
+                 privacy=PrivacyConfig(enabled=True, bits=12, clip=0.5, secagg=True,
+                                       secagg_neighbors=4, noise=noise, **kw))
+    uplink, _ = setup.build(cfg, tiny_task(), n)
+    algos.append(FedAvg(task=tiny_task(), client_optimizer=optax.sgd(0.1),
+                        server_optimizer=optax.sgd(1.0), clients_per_round=expected,
+                        local_epochs=1, batch_size=4, chunk_size=8,
+                        client_sampling="poisson", capacity=cohort_capacity(cfg, n),
+                        uplink=uplink))
+  quiet, noisy = algos
+  mech = noisy.uplink.mechanism
+  base = keylib.base_key(6)
+  (a, _), (b, counts) = run_rounds(quiet, pop, 1, base), run_rounds(noisy, pop, 1, base)
+  diff = np.concatenate([np.ravel(x - y) for x, y in zip(jax.tree.leaves(b.params),
+                                                          jax.tree.leaves(a.params))])
+  # Each of the drawn clients adds a share of client_sigma levels; the mean divides the
+  # sum by the expected count. So the noise on the mean is sqrt(drawn) shares, not the
+  # sqrt(m_min) the accountant counts on (more noise: the price of a fixed share).
+  expect = mech.client_sigma * np.sqrt(counts[0]) * mech.step / expected
+  assert counts[0] > mech.min_cohort
+  assert 0.8 * expect < diff.std() < 1.2 * expect

@@ -69,6 +69,16 @@ overflow event, whose probability p_over = P(Binomial(N + 1, q) > capacity) per 
 computed exactly, so the run is (epsilon, delta + (1 + e^epsilon) T p_over)-DP for any
 (epsilon, delta) of the untruncated mechanism (a coupling that differs with probability
 at most T p_over); each observer claim reports that delta.
+
+Distributed noise with Poisson sampling: the number of shares in a round's sum varies.
+Each share is sized for m_min shares (`Mechanism.min_cohort`), the largest count such
+that fewer than m_min of a client's N - 1 others are drawn with probability
+p_under <= OVERFLOW_TARGET / T per round (computed exactly); the client's own share is
+not counted (an adversary that knew it would subtract it). A round with at least m_min
+others carries at least the planned noise (more is post-processing), so by the same
+coupling the run is (epsilon, delta + (1 + e^epsilon) T (p_over + p_under))-DP. Rounds
+with more clients than m_min get proportionally more noise: the price of not letting
+the shares depend on the drawn count (which the clients do not know).
 """
 from __future__ import annotations
 
@@ -77,6 +87,8 @@ import math
 import dp_accounting as dpa
 from dp_accounting import mechanism_calibration, pld, rdp
 from scipy import stats
+
+from fedpriv.config import OVERFLOW_TARGET
 
 _REPLACE_ONE = dpa.NeighboringRelation.REPLACE_ONE
 _ADD_REMOVE = dpa.NeighboringRelation.ADD_OR_REMOVE_ONE
@@ -89,12 +101,17 @@ SIMULATION_ONLY = ("simulation only: privacy.reproducible_noise derives the nois
                    "the cohorts from the seed, which the config records")
 
 
-def ddg_epsilon(l2: float, l1: float, n: int, sigma: float, dim: int) -> float:
-  """eps of Kairouz, Liu & Steinke's Theorem 1 for a sum of n N_Z(0, sigma^2) shares."""
+def ddg_epsilon(l2: float, l1: float, n: int, sigma: float, dim: int,
+                max_shares: int | None = None) -> float:
+  """eps of Kairouz, Liu & Steinke's Theorem 1 for a sum of n N_Z(0, sigma^2) shares.
+
+  With `max_shares` (Poisson: the sum holds between n and max_shares shares) tau is
+  taken at max_shares, where it is largest, and the variance terms at n, where they
+  are: a bound for every count in between."""
   if n < 1 or sigma <= 0:
     return math.inf
   tau = 10.0 * sum(math.exp(-2.0 * math.pi ** 2 * sigma ** 2 * j / (j + 1))
-                   for j in range(1, n))
+                   for j in range(1, max(n, max_shares or n)))
   a = math.sqrt(l2 ** 2 / (n * sigma ** 2) + 0.5 * tau * dim)
   b = l1 / (math.sqrt(n) * sigma) + tau * dim
   return min(a, b)
@@ -126,7 +143,8 @@ def accountant_noise_multiplier(mech, noise_multiplier: float | None = None) -> 
   delta_levels = mech.level_bound
   share = z * delta_levels / math.sqrt(mech.survivors)
   eps = ddg_epsilon(f * delta_levels, f * delta_levels * math.sqrt(mech.dim),
-                    mech.survivors, share, mech.dim)
+                    mech.survivors, share, mech.dim,
+                    max_shares=mech.capacity if poisson(mech) else None)
   return 1.0 / eps
 
 
@@ -214,11 +232,31 @@ def overflow_probability(mech) -> float:
   return float(stats.binom.sf(mech.capacity, mech.num_clients + 1, sampling_rate(mech)))
 
 
+def poisson_floor(num_clients: int, q: float, rounds: int) -> int:
+  """The largest m with P(Binomial(N - 1, q) < m) <= OVERFLOW_TARGET / rounds: how many
+  of any one client's N - 1 others a round draws, except with that probability."""
+  p = OVERFLOW_TARGET / max(rounds, 1)
+  m = int(stats.binom.ppf(p, num_clients - 1, q)) + 1
+  while m > 0 and stats.binom.cdf(m - 1, num_clients - 1, q) > p:
+    m -= 1
+  return m
+
+
+def underflow_probability(mech) -> float:
+  """Poisson sampling with distributed noise: P(fewer than `min_cohort` of a client's
+  others drawn in a round), when the shares add less noise than planned; 0 otherwise."""
+  if not poisson(mech) or mech.config.noise != "distributed":
+    return 0.0
+  return float(stats.binom.cdf(mech.min_cohort - 1, mech.num_clients - 1,
+                               sampling_rate(mech)))
+
+
 def observer_delta(mech, eps: float, rounds: int, delta: float | None = None) -> float:
   """The delta of an observer claim: the accountant's, plus what truncating Poisson
-  draws to the capacity can add (module docstring)."""
+  draws to the capacity, and (distributed noise) a draw below `min_cohort`, can add
+  (module docstring)."""
   d = _delta(mech, delta)
-  extra = overflow_probability(mech) * rounds
+  extra = (overflow_probability(mech) + underflow_probability(mech)) * rounds
   if extra == 0.0 or not math.isfinite(eps):  # an infinite epsilon claims nothing
     return d
   return min(1.0, d + (1.0 + math.exp(min(eps, 700.0))) * extra)

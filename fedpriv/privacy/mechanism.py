@@ -120,10 +120,23 @@ class Mechanism:
   # -- noise --------------------------------------------------------------------
   @property
   def survivors(self) -> int:
-    """Clients whose vectors reach the sum in every round."""
+    """Clients whose vectors reach the sum in every round; with Poisson sampling and
+    distributed noise the fewest whose shares the analysis counts on (`min_cohort`)."""
+    if self.poisson:
+      return self.min_cohort if self.config.noise == "distributed" else self.cohort
     if not self.config.secagg:
       return self.cohort
     return self.cohort - int(self.config.dropout * self.cohort)
+
+  @property
+  def min_cohort(self) -> int:
+    """Poisson only: m_min, the largest count such that fewer than m_min of any one
+    client's N - 1 others are drawn in a round with probability at most
+    OVERFLOW_TARGET / rounds (`accounting.underflow_probability`, added to delta).
+    Distributed noise sizes each share for m_min shares, so a round with at least
+    that many others carries at least the planned noise; more is post-processing."""
+    return accounting.poisson_floor(self.num_clients, self.cohort / self.num_clients,
+                                    self.rounds)
 
   @property
   def adaptive(self) -> bool:
@@ -196,12 +209,16 @@ class Mechanism:
 
   @property
   def dropouts(self) -> int:
-    return self.cohort - self.survivors
+    """Sampled clients that drop out of each round (none with Poisson sampling)."""
+    return 0 if self.poisson else self.cohort - self.survivors
 
   @property
   def required_ring_bits(self) -> int:
-    return required_ring_bits(self.capacity, codes_center(self.config.bits),
-                              self.sum_sigma_levels)
+    # The noise the ring must hold: with Poisson, up to `capacity` shares of
+    # `client_sigma` (sized for m_min), more than the planned sum's.
+    sigma = (self.client_sigma * math.sqrt(self.capacity)
+             if self.poisson and self.config.noise == "distributed" else self.sum_sigma_levels)
+    return required_ring_bits(self.capacity, codes_center(self.config.bits), sigma)
 
   @property
   def ring_bits(self) -> int:
@@ -262,10 +279,11 @@ class Mechanism:
     elif self.quantized and self.capacity * (2 ** cfg.bits - 1) >= 2 ** 31:
       raise ConfigError("privacy.bits", f"{self.capacity} clients' {cfg.bits}-bit codes "
                         "overflow an int32 sum")
-    if self.poisson and cfg.noise == "distributed":
-      raise ConfigError("client_sampling", "'poisson' with distributed noise is not "
-                        "implemented (each share's sigma would depend on the round's "
-                        "cohort size): use central noise, or fixed-size sampling")
+    if self.poisson and cfg.noise == "distributed" and self.min_cohort < 1:
+      raise ConfigError("clients_per_round", f"Poisson sampling with q = "
+                        f"{self.cohort / self.num_clients:.3g} can draw no client at all "
+                        "in a round, and distributed noise needs shares: sample more "
+                        "clients per round")
     if self.noisy and not self.noise_multiplier > 0:
       raise ConfigError("privacy.noise_multiplier", "must be > 0 when noise is on")
     if self.noisy and not math.isfinite(self.sum_noise_multiplier):
@@ -290,6 +308,8 @@ class Mechanism:
       out.update(privacy_rotated_dim=self.dim, privacy_quantizer_range=self.quantizer_range)
     if self.poisson:
       out["privacy_capacity"] = self.capacity
+      if self.config.noise == "distributed":
+        out["privacy_min_cohort"] = self.min_cohort
     if self.config.noise == "distributed":
       out["privacy_client_sigma_levels"] = self.client_sigma
     if self.config.secagg:

@@ -99,7 +99,7 @@ class PrivateUplink(links.Uplink):
     m = self.mechanism
     cfg = m.config
     noisy = total["below_clip"] + m.count_stddev * jax.random.normal(key, (), jnp.float32)
-    denom = jnp.float32(m.survivors) if m.poisson else jnp.maximum(total["count"], 1.0)
+    denom = jnp.float32(m.cohort) if m.poisson else jnp.maximum(total["count"], 1.0)
     fraction = noisy / denom + 0.5
     new = state * jnp.exp(-cfg.adaptive_clip_lr * (fraction - cfg.adaptive_clip_quantile))
     return new, {"clip_bound": state * cfg.clip, "clip_fraction_below": fraction}
@@ -163,7 +163,7 @@ class PrivateUplink(links.Uplink):
     # Poisson sampling divides by the expected count: the drawn count differs between
     # add/remove neighbours, so the released mean must not depend on it.
     m = self.mechanism
-    denom = jnp.float32(m.survivors) if m.poisson else jnp.maximum(count, 1.0)
+    denom = jnp.float32(m.cohort) if m.poisson else jnp.maximum(count, 1.0)
     return self.unravel(s / denom)
 
   # -- host side, between sampling and the jitted round ---------------------------------
