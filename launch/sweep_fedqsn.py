@@ -64,6 +64,14 @@ RUNS.update({
     "qsn_50_20_b4_emb": ("FedQSN", dict(p1=0.5, p2=0.2, bits=4, quantize_embeddings=True)),
     "quant_b2": ("quantization only", dict(p1=0.0, p2=0.0, bits=2)),
 })
+# Fashion-MNIST after the parametrization fix: the preset's client learning rate (0.2)
+# divided by s^2 = 6.25 (p1 0.5, p2 0.2), the step the kept units took before the fix.
+TOP_LEVEL = {"learning_rate"}  # overrides outside the fedqsn group
+RUNS.update({
+    "fedavg_lr032": ("FedAvg", dict(p1=0.0, p2=0.0, bits=32, learning_rate=0.032)),
+    "qsn_50_20_b4_lr032": ("FedQSN", dict(p1=0.5, p2=0.2, bits=4, learning_rate=0.032)),
+    "qsn_80_20_b2_lr032": ("FedQSN", dict(p1=0.8, p2=0.2, bits=2, learning_rate=0.032)),
+})
 # What `--dataset=X` runs without --only, in this order (the most telling runs first, so
 # that a sweep cut short still has them; then the rest of the grid).
 _IMAGES_AND_TEXT = ["fedavg", "qsn_30_10_b4", "qsn_50_20_b4", "qsn_50_20_b4_avg",
@@ -93,7 +101,8 @@ def command(dataset: str, name: str, out: pathlib.Path) -> list[str]:
           f"--config=launch/configs/{dataset}.py:fedqsn", f"--workdir={out / dataset / name}",
           f"--config.fedqsn.pretrain_cache_dir={out / 'pretrain_cache'}", *attack_flags(dataset)]
   args += [f"--config.{kv}" for kv in _SET.value]
-  return args + [f"--config.fedqsn.{k}={v}" for k, v in overrides.items()]
+  return args + [f"--config.{'' if k in TOP_LEVEL else 'fedqsn.'}{k}={v}"
+                 for k, v in overrides.items()]
 
 
 def done(workdir: pathlib.Path) -> bool:
@@ -137,6 +146,8 @@ def _row(name: str, s: dict, base: dict | None) -> str:
   agg = q["aggregation"] + (f", up {q['upload_bits']}b" if q["upload_bits"] != 32 else "")
   if q.get("quantize_embeddings"):
     agg += ", embeddings NF"
+  if "learning_rate" in RUNS[name][1]:
+    agg += f", client lr {s['config']['learning_rate']:g}"
   return (f"| {name} | {kind} | {q['p1']:g} | {q['p2']:g} | {q['bits']} | {agg} | "
           f"{pct(s['test_accuracy'])} | {delta} | {pct(s['eval_set_global_accuracy'])} | "
           f"{pct(s['server_masked_accuracy'])} | "
@@ -193,8 +204,12 @@ def report(out: pathlib.Path, plot: str) -> None:
     n_test = info.get("test_examples", info.get("test_windows"))
     if s0["config"]["test_limit"]:  # Shakespeare reports its windows before the limit
       n_test = min(n_test, s0["config"]["test_limit"])
-    lines += ["", f"Server-pretrained model: {100 * s0['server_pretrained_accuracy']:.1f}% "
-              f"(trained on {s0['server_examples']} server examples); proxy metrics on "
+    start = (f"Server-pretrained model: {100 * s0['server_pretrained_accuracy']:.1f}% "
+             f"(trained on {s0['server_examples']} server examples)"
+             if "server_pretrained_accuracy" in s0 else
+             "No server pretraining (every run starts from the public pretrained model "
+             "with a fresh head)")
+    lines += ["", f"{start}; proxy metrics on "
               f"{s0['fedqsn_eval_examples']} test examples (the columns from 'global (proxy "
               f"eval set)' to 'client after'); global and attackers on all "
               f"{n_test} test examples."]
@@ -240,11 +255,14 @@ def report(out: pathlib.Path, plot: str) -> None:
     for i, (name, s) in enumerate(runs.items()):
       rows = [json.loads(l) for l in
               (out / dataset / name / "metrics.jsonl").read_text().splitlines()]
-      color = plt.get_cmap("tab10")(i % 10)
-      rounds = [0] + [r["round"] for r in rows]  # round 0: the server-pretrained model
-      ax.plot(rounds, [100 * s["server_pretrained_accuracy"]] +
-              [100 * r["test_accuracy"] for r in rows], color=color, label=name)
-      rounds = rounds[1:]
+      color = plt.get_cmap("tab20")(i % 20)
+      rounds = [r["round"] for r in rows]
+      acc = [100 * r["test_accuracy"] for r in rows]
+      if "server_pretrained_accuracy" in s:  # round 0: the server-pretrained model
+        rounds, acc = [0] + rounds, [100 * s["server_pretrained_accuracy"]] + acc
+      ax.plot(rounds, acc, color=color, label=name)
+      rounds = [r["round"] for r in rows if "client_proxy_accuracy_after" in r]
+      rows = [r for r in rows if "client_proxy_accuracy_after" in r]
       ax.plot(rounds, [100 * r["client_proxy_accuracy_after"] for r in rows], color=color,
               ls=":")
     ax.set_xlabel("round")
