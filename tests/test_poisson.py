@@ -194,3 +194,40 @@ def test_distributed_noise_with_poisson_adds_each_drawn_clients_share():
   expect = mech.client_sigma * np.sqrt(counts[0]) * mech.step / expected
   assert counts[0] > mech.min_cohort
   assert 0.8 * expect < diff.std() < 1.2 * expect
+
+
+def test_the_driver_runs_the_whole_stack_with_poisson_and_counts_each_rounds_draw(tmp_path):
+  # Secure aggregation and distributed noise with a variable cohort, through the driver:
+  # the ledger counts the clients each round drew, not the expected count.
+  from fedpriv.privacy import ledger  # pylint: disable=import-outside-toplevel
+  n, expected = 200, 100
+  pop = tiny_population([4] * n, seed=12)
+  cfg = Config(num_clients=n, clients_per_round=expected, rounds=2,
+               client_sampling="poisson",
+               privacy=PrivacyConfig(enabled=True, bits=8, clip=0.5, secagg=True,
+                                     secagg_neighbors=4, mask_ratio=0.5,
+                                     noise="distributed", noise_multiplier=1.0))
+  uplink, report = setup.build(cfg, tiny_task(), n)
+  algo = FedAvg(task=tiny_task(), client_optimizer=optax.sgd(0.1),
+                server_optimizer=optax.sgd(1.0), clients_per_round=expected, local_epochs=1,
+                batch_size=4, chunk_size=8, client_sampling="poisson",
+                capacity=cohort_capacity(cfg, n), uplink=uplink, secret_cohorts=True)
+  seen = []
+  original = ledger.round_bits
+
+  def spy(*args, **kw):
+    bits = original(*args, **kw)
+    seen.append((int(kw["sampled"]), bits.uplink.size))
+    return bits
+  ledger_round_bits = ledger.round_bits
+  try:
+    ledger.round_bits = spy
+    exp = train.Experiment(cfg, _dataset(pop), algo.task, algo, [report])
+    summary = train.run(exp, tmp_path, log=lambda *_: None)
+  finally:
+    ledger.round_bits = ledger_round_bits
+  assert summary["rounds"] == 2 and summary["privacy_min_cohort"] == uplink.mechanism.min_cohort
+  assert len(seen) == 2 and all(drawn == size for drawn, size in seen)
+  assert summary["uplink_bits_per_param"] > 0
+  observer = next(c for c in summary["epsilons"] if c["name"] == "observer_rdp")
+  assert observer["delta"] > cfg.privacy.delta  # the draw's tails are paid for

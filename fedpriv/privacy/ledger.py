@@ -41,7 +41,7 @@ def vector_bits(mech) -> int:
 
 
 def round_bits(mech, downlink_bits_per_param: float, sent=None, secagg_uplink_bytes=None,
-               secagg_downlink_bytes=None) -> RoundBits:
+               secagg_downlink_bytes=None, sampled=None) -> RoundBits:
   """Exact bits of each sampled client in one round.
 
   Args:
@@ -49,9 +49,14 @@ def round_bits(mech, downlink_bits_per_param: float, sent=None, secagg_uplink_by
     downlink_bits_per_param: what the downlink spends per model parameter.
     sent: `[m]` bool, clients whose vector reached the server (default: all m).
     secagg_uplink_bytes, secagg_downlink_bytes: `[m]` protocol bytes per client.
+    sampled: m, the clients sampled this round (default: the cohort; with Poisson
+      sampling the round's draw, which `sent` gives when secure aggregation runs).
   """
-  m = mech.cohort
-  sent = np.ones(m, bool) if sent is None else np.asarray(sent, bool)[:m]
+  if sent is not None:
+    m = len(np.asarray(sent))
+  else:
+    m = mech.cohort if sampled is None else int(sampled)
+  sent = np.ones(m, bool) if sent is None else np.asarray(sent, bool)
   up = np.where(sent, vector_bits(mech), 0).astype(np.float64)
   down = np.full(m, downlink_bits_per_param * mech.size, np.float64)
   if mech.config.mask_ratio > 0 or mech.rotating:

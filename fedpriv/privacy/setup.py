@@ -65,7 +65,8 @@ class PrivacyReport:
     self._count(metrics["client_ids"], metrics["clients_sampled"])
     bits = ledger.round_bits(self.mechanism, self.downlink_bits_per_param,
                              metrics.get("sent"), metrics.get("secagg_uplink_bytes"),
-                             metrics.get("secagg_downlink_bytes"))
+                             metrics.get("secagg_downlink_bytes"),
+                             sampled=metrics["clients_sampled"])
     self.totals = self.totals.add(bits)
     if "secagg_seconds" in metrics:
       self.secagg_seconds.append(float(metrics["secagg_seconds"]))
