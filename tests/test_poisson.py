@@ -165,6 +165,17 @@ def test_distributed_noise_with_poisson_sizes_shares_for_the_floor_and_pays_its_
       mech)
 
 
+@pytest.mark.parametrize("noise", [dict(noise_multiplier=1.0), dict(target_epsilon=2.0)])
+def test_distributed_noise_with_poisson_refuses_a_cohort_with_no_floor(noise):
+  # q = 0.4 of 10 clients: a round draws none of a client's 9 others with probability
+  # 0.6^9 = 0.01, far above 1e-12 / T, so no share size covers the sum.
+  cfg = Config(num_clients=N, clients_per_round=EXPECTED, rounds=4, client_sampling="poisson",
+               privacy=PrivacyConfig(enabled=True, bits=8, secagg=True, noise="distributed",
+                                     **noise))
+  with pytest.raises(ConfigError, match="clients_per_round: Poisson sampling with q = 0.4"):
+    setup.build(cfg, tiny_task(), N)
+
+
 def test_distributed_noise_with_poisson_adds_each_drawn_clients_share():
   chex.clear_trace_counter()
   n, expected = 200, 100

@@ -134,9 +134,21 @@ class Mechanism:
     client's N - 1 others are drawn in a round with probability at most
     OVERFLOW_TARGET / rounds (`accounting.underflow_probability`, added to delta).
     Distributed noise sizes each share for m_min shares, so a round with at least
-    that many others carries at least the planned noise; more is post-processing."""
-    return accounting.poisson_floor(self.num_clients, self.cohort / self.num_clients,
-                                    self.rounds)
+    that many others carries at least the planned noise; more is post-processing.
+
+    Raises:
+      ConfigError: m_min is 0 (a round too often draws none of a client's others), so
+        no share size covers the sum.
+    """
+    m = accounting.poisson_floor(self.num_clients, self.cohort / self.num_clients,
+                                 self.rounds)
+    if m < 1:
+      raise ConfigError("clients_per_round", f"Poisson sampling with q = "
+                        f"{self.cohort / self.num_clients:.3g} over {self.rounds} rounds "
+                        "draws none of a client's others too often for distributed noise "
+                        "(its shares need a floor of at least one): sample more clients "
+                        "per round, or use central noise")
+    return m
 
   @property
   def adaptive(self) -> bool:
@@ -279,11 +291,6 @@ class Mechanism:
     elif self.quantized and self.capacity * (2 ** cfg.bits - 1) >= 2 ** 31:
       raise ConfigError("privacy.bits", f"{self.capacity} clients' {cfg.bits}-bit codes "
                         "overflow an int32 sum")
-    if self.poisson and cfg.noise == "distributed" and self.min_cohort < 1:
-      raise ConfigError("clients_per_round", f"Poisson sampling with q = "
-                        f"{self.cohort / self.num_clients:.3g} can draw no client at all "
-                        "in a round, and distributed noise needs shares: sample more "
-                        "clients per round")
     if self.noisy and not self.noise_multiplier > 0:
       raise ConfigError("privacy.noise_multiplier", "must be > 0 when noise is on")
     if self.noisy and not math.isfinite(self.sum_noise_multiplier):
