@@ -99,3 +99,11 @@ def test_a_private_run_draws_its_cohorts_from_its_secret_and_a_resume_recounts_t
   report.participations = None
   report.on_resume(exp, state, ROUNDS)
   np.testing.assert_array_equal(report.participations, by_secret)
+
+
+def test_extraction_attacks_refuse_more_attackers_than_a_round_holds_before_training():
+  from fedpriv.fedqsn.attacks import AttackHook  # pylint: disable=import-outside-toplevel
+  cfg, algo, _ = _secret_algo()
+  exp = train.Experiment(cfg, _dataset(tiny_population([8] * N, seed=7)), algo.task, algo, [])
+  with pytest.raises(ValueError, match="5 attackers/colluders, but a round has only 4"):
+    AttackHook(attackers=3, colluders=5).on_start(exp, algo.task.init(jax.random.key(0)))

@@ -113,6 +113,9 @@ class AttackHook:
     self._base = keylib.base_key(cfg.seed)
     n_clients = exp.data.train.num_clients
     want = max(self.attackers, self.colluders)
+    if want > algo.cohort_capacity:  # refused before training; dropouts are checked later
+      raise ValueError(f"{want} attackers/colluders, but a round has only "
+                       f"{algo.cohort_capacity} clients")
     self._ids = None  # the final cohort's first `want` clients: known once the state is
     zeros = jax.tree.map(jnp.zeros_like, params)
     stack = lambda t: jax.tree.map(lambda a: jnp.stack([a] * want), t)
