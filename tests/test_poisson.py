@@ -242,3 +242,14 @@ def test_the_driver_runs_the_whole_stack_with_poisson_and_counts_each_rounds_dra
   assert summary["uplink_bits_per_param"] > 0
   observer = next(c for c in summary["epsilons"] if c["name"] == "observer_rdp")
   assert observer["delta"] > cfg.privacy.delta  # the draw's tails are paid for
+
+
+def test_the_ledger_counts_a_poisson_round_without_secure_aggregation_by_its_draw():
+  from fedpriv.privacy import ledger  # pylint: disable=import-outside-toplevel
+  _, algo, _ = algorithm(PrivacyConfig(enabled=True, clip=0.5, noise="central",
+                                       noise_multiplier=1.0))
+  mech = algo.uplink.mechanism
+  for drawn in (2, 7):  # below and above the expected 4
+    bits = ledger.round_bits(mech, 32.0, sampled=drawn)
+    assert bits.uplink.size == drawn
+    assert bits.uplink.sum() == drawn * ledger.vector_bits(mech)
