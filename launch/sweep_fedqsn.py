@@ -19,20 +19,27 @@ import os
 import pathlib
 import sys
 import time
+from typing import Sequence
 
 from absl import app, flags
 
 from fedpriv.workdir import PREEMPTED_EXIT
 from launch.cli import claim_folder, run_child
 
-_DATASET = flags.DEFINE_enum("dataset", None, ["fashion_mnist", "shakespeare", "sentiment"],
-                             "Which sweep to run.")
-_OUT = flags.DEFINE_string("out", "runs/fedqsn", "Folder for the runs.")
-_ONLY = flags.DEFINE_list("only", [], "Run only these configurations (names).")
-_REPORT = flags.DEFINE_bool("report", False, "Write the tables and the plot from finished runs.")
-_PLOT = flags.DEFINE_string("plot", "docs/results/fedqsn.png", "Where --report puts the plot.")
-_SET = flags.DEFINE_list("set", [], "Extra config overrides for every run, KEY=VALUE "
-                         "(e.g. rounds=10,train_limit=20000): smaller sweeps.")
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """The command line's flags (defined only when run as a script, so the functions here
+  can be imported next to other launchers)."""
+  flags.DEFINE_enum("dataset", None, ["fashion_mnist", "shakespeare", "sentiment"],
+                    "Which sweep to run.")
+  flags.DEFINE_string("out", "runs/fedqsn", "Folder for the runs.")
+  flags.DEFINE_list("only", [], "Run only these configurations (names).")
+  flags.DEFINE_bool("report", False, "Write the tables and the plot from finished runs.")
+  flags.DEFINE_string("plot", "docs/results/fedqsn.png", "Where --report puts the plot.")
+  flags.DEFINE_list("set", [], "Extra config overrides for every run, KEY=VALUE "
+                    "(e.g. rounds=10,train_limit=20000): smaller sweeps.")
 
 # name -> (what it is, fedqsn overrides). p1=p2=0 and bits=32 is FedAvg.
 RUNS = {
@@ -95,12 +102,14 @@ def attack_flags(dataset: str) -> list[str]:
   return ["--attackers=3", "--colluders=5", f"--epochs_factor={EPOCHS_FACTOR.get(dataset, 10)}"]
 
 
-def command(dataset: str, name: str, out: pathlib.Path) -> list[str]:
+def command(dataset: str, name: str, out: pathlib.Path,
+            sets: Sequence[str] = ()) -> list[str]:
+  """The command of one run; `sets` are sweep-wide KEY=VALUE overrides (a run's own win)."""
   _, overrides = RUNS[name]
   args = [sys.executable, "-m", "launch.extract",
           f"--config=launch/configs/{dataset}.py:fedqsn", f"--workdir={out / dataset / name}",
           f"--config.fedqsn.pretrain_cache_dir={out / 'pretrain_cache'}", *attack_flags(dataset)]
-  args += [f"--config.{kv}" for kv in _SET.value]
+  args += [f"--config.{kv}" for kv in sets]
   return args + [f"--config.{'' if k in TOP_LEVEL else 'fedqsn.'}{k}={v}"
                  for k, v in overrides.items()]
 
@@ -110,8 +119,9 @@ def done(workdir: pathlib.Path) -> bool:
   return path.exists() and "best_attacker_accuracy" in json.loads(path.read_text())
 
 
-def sweep(dataset: str, out: pathlib.Path) -> None:
-  names = _ONLY.value or DEFAULT_RUNS[dataset]
+def sweep(dataset: str, out: pathlib.Path, only: Sequence[str] = (),
+          sets: Sequence[str] = ()) -> None:
+  names = list(only) or DEFAULT_RUNS[dataset]
   unknown = sorted(set(names) - set(RUNS))
   if unknown:
     sys.exit(f"unknown configurations {unknown}; known: {sorted(RUNS)}")
@@ -121,7 +131,7 @@ def sweep(dataset: str, out: pathlib.Path) -> None:
       print(f"{dataset}/{name}: done, skipped")
       continue
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = command(dataset, name, out)
+    cmd = command(dataset, name, out, sets)
     print(f"{dataset}/{name}: {' '.join(cmd[1:])}", flush=True)
     t0 = time.perf_counter()
     rc = run_child(cmd, workdir / "log.txt", echo=False,
@@ -276,15 +286,16 @@ def report(out: pathlib.Path, plot: str) -> None:
 
 def main(argv):
   del argv
-  out = pathlib.Path(_OUT.value)
-  if _REPORT.value:
-    report(out, _PLOT.value)
-  elif _DATASET.value is None:
+  out = pathlib.Path(FLAGS.out)
+  if FLAGS.report:
+    report(out, FLAGS.plot)
+  elif FLAGS.dataset is None:
     sys.exit("--dataset is required (or --report)")
   else:
     claim_folder(out)  # one sweep per output folder
-    sweep(_DATASET.value, out)
+    sweep(FLAGS.dataset, out, FLAGS.only, FLAGS.set)
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

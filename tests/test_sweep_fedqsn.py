@@ -2,8 +2,6 @@
 import json
 import pathlib
 
-from absl import flags
-
 from launch import sweep_fedqsn
 
 
@@ -33,12 +31,7 @@ def _write(out, dataset, name, summary):
 
 
 def test_top_level_overrides_reach_the_config_not_the_fedqsn_group(tmp_path):
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(["sweep_fedqsn", "--set=rounds=3"])
-  try:
-    cmd = sweep_fedqsn.command("fashion_mnist", "qsn_50_20_b4_lr032", tmp_path)
-  finally:
-    flags.FLAGS.unparse_flags()
+  cmd = sweep_fedqsn.command("fashion_mnist", "qsn_50_20_b4_lr032", tmp_path, ["rounds=3"])
   assert "--config.learning_rate=0.032" in cmd and "--config.fedqsn.p1=0.5" in cmd
   assert not any(a.startswith("--config.fedqsn.learning_rate") for a in cmd)
   # the sweep-wide --set comes first, so a run's own override wins

@@ -15,8 +15,13 @@ from absl import app, flags
 
 from fedpriv import plots
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A finished run's workdir.", required=True)
-_OUT = flags.DEFINE_string("out", None, "Where to write the JSON.", required=True)
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Defined only when run as a script, so `kept` imports next to other launchers."""
+  flags.DEFINE_string("workdir", None, "A finished run's workdir.", required=True)
+  flags.DEFINE_string("out", None, "Where to write the JSON.", required=True)
 
 
 def kept(workdir: pathlib.Path) -> dict:
@@ -33,11 +38,12 @@ def kept(workdir: pathlib.Path) -> dict:
 
 def main(argv):
   del argv
-  out = pathlib.Path(_OUT.value)
+  out = pathlib.Path(FLAGS.out)
   out.parent.mkdir(parents=True, exist_ok=True)
-  out.write_text(json.dumps(kept(pathlib.Path(_WORKDIR.value)), indent=1) + "\n")
+  out.write_text(json.dumps(kept(pathlib.Path(FLAGS.workdir)), indent=1) + "\n")
   print(f"wrote {out}")
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
