@@ -10,6 +10,7 @@ import dp_accounting as dpa
 import numpy as np
 import pytest
 from dp_accounting import pld
+from scipy import optimize, stats
 
 from conftest import tiny_population
 from fedpriv import keys as keylib
@@ -49,7 +50,6 @@ def test_the_server_epsilon_of_one_participation_is_a_gaussian_without_sampling(
   # Closed form (Balle & Wang 2018): a Gaussian with mu = sensitivity / sigma is
   # (eps, delta)-DP iff Phi(mu/2 - eps/mu) - e^eps Phi(-mu/2 - eps/mu) <= delta. PLD
   # is tight for it; replace-one moves the sum by 2B, so mu = 2 / z.
-  from scipy import optimize, stats  # pylint: disable=import-outside-toplevel
   mech = preset()
   mu = 2.0 / PRESET_Z
   exact = optimize.brentq(lambda e: stats.norm.cdf(mu / 2 - e / mu)
@@ -68,9 +68,11 @@ def test_every_claim_names_its_conventions_and_pld_is_no_looser_than_rdp():
   for mech in (preset(), preset("poisson", capacity=200)):
     claims = {c["name"]: c for c in accounting.claims(mech, T, max_participations=3)}
     assert set(claims) == {"observer_rdp", "observer_pld", "server_one_rdp",
-                           "server_one_pld", "server_max_rdp", "server_max_pld"}
-    for c in claims.values():
-      assert c["relation"] == ("add/remove" if mech.poisson else "replace-one")
+                           "server_one_pld", "server_max_rdp", "server_max_pld"} | (
+                               {"observer_replace_pld"} if mech.poisson else set())
+    for name, c in claims.items():
+      assert c["relation"] == ("add/remove" if mech.poisson and name != "observer_replace_pld"
+                               else "replace-one")
       assert c["accountant"].split()[0] in ("RDP", "PLD")
       assert c["delta"] >= 1e-5 and c["valid"] == "yes"
       assert c["sampling"] and c["threat_model"]
@@ -85,6 +87,28 @@ def test_every_claim_names_its_conventions_and_pld_is_no_looser_than_rdp():
   assert all(c["valid"].startswith("simulation only") for c in accounting.claims(sim, T, 1))
 
 
+def test_poisson_replace_one_claim_matches_the_integral_of_its_pair():
+  # One round at q = 0.1: the exact hockey-stick epsilon of ((1-q) N(0) + q N(B),
+  # (1-q) N(0) + q N(-B)) at delta 1e-5, by numerical integration on a fine grid.
+  q, z = 0.1, 1.0
+  def mech_at(z):
+    cfg = PrivacyConfig(enabled=True, clip=0.1, noise="central", noise_multiplier=z)
+    return make_mechanism(cfg, num_clients=1000, cohort=100, rounds=5, size=1000,
+                          sampling="poisson", capacity=200)
+  mech = mech_at(z)
+  x = np.linspace(-40.0, 40.0, 1_000_001)
+  p = (1 - q) * stats.norm.pdf(x) + q * stats.norm.pdf(x, 1.0)
+  r = (1 - q) * stats.norm.pdf(x) + q * stats.norm.pdf(x, -1.0)
+  hockey = lambda e: np.sum(np.maximum(p - np.exp(e) * r, 0.0)) * (x[1] - x[0]) - 1e-5
+  exact = optimize.brentq(hockey, 0.0, 20.0)
+  assert accounting.epsilon_replace_one(mech, 1) == pytest.approx(exact, abs=0.01)
+  # Swapping a client is worse than removing one, and more noise helps.
+  assert exact > accounting.epsilon_pld(mech, 1) + 0.05
+  assert accounting.epsilon_replace_one(mech_at(2.0), 5) < accounting.epsilon_replace_one(mech, 5)
+  with pytest.raises(ValueError, match="Poisson"):
+    accounting.epsilon_replace_one(preset(), 1)
+
+
 def test_poisson_is_accounted_add_remove_at_z_and_charges_truncation_to_delta():
   mech = preset("poisson", capacity=200)
   direct = pld.PLDAccountant(neighboring_relation=dpa.NeighboringRelation.ADD_OR_REMOVE_ONE)
@@ -96,7 +120,6 @@ def test_poisson_is_accounted_add_remove_at_z_and_charges_truncation_to_delta():
   # A tight capacity: the delta grows by (1 + e^eps) T P(Binomial(N+1, q) > capacity).
   tight = preset("poisson", capacity=135)
   p = accounting.overflow_probability(tight)
-  from scipy import stats  # pylint: disable=import-outside-toplevel
   assert p == pytest.approx(stats.binom.sf(135, N + 1, M / N))
   claim = accounting.claims(tight, T, 1)[0]
   assert claim["delta"] == pytest.approx(1e-5 + (1 + math.exp(claim["epsilon"])) * T * p)

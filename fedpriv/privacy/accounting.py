@@ -204,6 +204,27 @@ def epsilon_pld(mech, rounds: int, delta: float | None = None) -> float:
   return float(acc.get_epsilon(_delta(mech, delta)))
 
 
+def epsilon_replace_one(mech, rounds: int, delta: float | None = None) -> float:
+  """Poisson sampling only: the observers' PLD epsilon under replace-one (a client's
+  data swapped for other data, the population unchanged), for readers who compare with
+  fixed-size results. The sum moves by up to 2B, but a swapped client is drawn only with
+  probability q: the pair is ((1-q) N(0) + q N(B), (1-q) N(0) + q N(-B)), which
+  `dp_accounting`'s PLD accountant composes exactly for a `PoissonSampledDpEvent` under
+  REPLACE_ONE (tests/test_epsilons.py checks one round against the integral)."""
+  if not poisson(mech):
+    raise ValueError("epsilon_replace_one is for Poisson sampling; fixed-size sampling "
+                     "is accounted under replace-one already")
+  z = accountant_noise_multiplier(mech)
+  if z <= 0:
+    return math.inf
+  if rounds <= 0:
+    return 0.0
+  acc = pld.PLDAccountant(neighboring_relation=_REPLACE_ONE)
+  acc.compose(dpa.SelfComposedDpEvent(
+      dpa.PoissonSampledDpEvent(sampling_rate(mech), dpa.GaussianDpEvent(z)), rounds))
+  return float(acc.get_epsilon(_delta(mech, delta)))
+
+
 def server_epsilon(mech, participations: int, accountant: str = "RDP",
                    delta: float | None = None) -> float:
   """Epsilon against the server for a client that took part `participations` times:
@@ -281,6 +302,7 @@ def claims(mech, rounds: int, max_participations: int) -> list[dict]:
 
   Returns:
     dicts with `name`, `threat_model`, `epsilon`, `delta`, `relation`, `sampling`,
+    (Poisson runs add `observer_replace_pld`: the observers' claim under replace-one)
     `accountant`, `participations` (server claims) and `valid` ("yes", or "simulation
     only ..." when the noise was derived from the seed).
   """
@@ -297,6 +319,12 @@ def claims(mech, rounds: int, max_participations: int) -> list[dict]:
                 "epsilon": eps, "delta": observer_delta(mech, eps, rounds),
                 "relation": rel, "sampling": sampling_label(mech, rounds),
                 "accountant": acc + note, "participations": None, "valid": valid})
+  if poisson(mech):
+    eps = epsilon_replace_one(mech, rounds)
+    out.append({"name": "observer_replace_pld", "threat_model": OBSERVER, "epsilon": eps,
+                "delta": observer_delta(mech, eps, rounds), "relation": "replace-one",
+                "sampling": sampling_label(mech, rounds), "accountant": "PLD",
+                "participations": None, "valid": valid})
   for tag, k in (("one", 1), ("max", max_participations)):
     for acc in ("RDP", "PLD"):
       out.append({"name": f"server_{tag}_{acc.lower()}", "threat_model": SERVER,
