@@ -1,6 +1,6 @@
 """Audits a config's update-privacy mechanism: measured epsilon lower bound vs the accountant.
 
-    python -m launch.audit --config=launch/configs/fashion_mnist.py:private \
+    python -m launch.audit --config=launch/configs/fashion_mnist.py:private_mcmahan \
         [--trials=0] [--dim=4096] [--out=audit.json] [--config.privacy.clip=...]
 
 Builds the experiment exactly as `launch.train` does (data, model, mechanism with its
@@ -35,7 +35,7 @@ _OUT = flags.DEFINE_string("out", None, "Optional JSON file for the result.")
 
 
 def main(argv):
-  check_common(argv, _CONFIG, "launch/configs/fashion_mnist.py:private")
+  check_common(argv, _CONFIG, "launch/configs/fashion_mnist.py:private_mcmahan")
   if (0 < _TRIALS.value < 20 or _TRIALS.value < 0 or _DIM.value < 0 or _COHORT.value < 0
       or not 0 < _ALPHA.value < 1):
     refuse("need --trials >= 20 (or 0), --dim >= 0, --cohort >= 0 and 0 < --alpha < 1")
@@ -52,6 +52,9 @@ def main(argv):
     cfg = Config.from_dict(_CONFIG.value.to_dict())
     if not (cfg.privacy.enabled and cfg.privacy.noise != "none"):
       refuse("the config adds no noise (privacy.enabled and privacy.noise): nothing to audit")
+    if cfg.client_sampling != "fixed":
+      refuse("the audit plays releases of a fixed-size cohort (replace-one); run it with "
+             "--config.client_sampling=fixed (e.g. the :private_mcmahan preset)")
     exp = train.build(cfg)
   except ConfigError as e:
     refuse(str(e))

@@ -45,7 +45,7 @@ def main(argv):
         "with none")
   for c in accounting.claims(mech, cfg.rounds, int(counts.max())):
     k = "" if c["participations"] is None else f", {c['participations']} participation(s)"
-    print(f"{c['name']:15s} epsilon {c['epsilon']:8.3f} at delta {c['delta']:.3g}"
+    print(f"{c['name']:20s} epsilon {c['epsilon']:8.3f} at delta {c['delta']:.3g}"
           f" [{c['relation']}; {c['accountant'].split()[0]}{k}; valid: {c['valid']}]")
 
 

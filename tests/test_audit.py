@@ -160,20 +160,25 @@ def test_bad_inputs_are_refused():
 
 
 def test_launch_audit_refuses_bad_flags_and_noiseless_configs():
-  base = [sys.executable, "-m", "launch.audit", "--config=launch/configs/fashion_mnist.py:private"]
+  base = [sys.executable, "-m", "launch.audit",
+          "--config=launch/configs/fashion_mnist.py:private_mcmahan"]
   bad = subprocess.run(base + ["--trials=3"], cwd=ROOT, capture_output=True, text=True,
                        check=False)
   assert bad.returncode == 2 and bad.stderr.startswith("error: need --trials"), bad.stderr
   off = subprocess.run(base + ["--config.privacy.enabled=False"], cwd=ROOT,
                        capture_output=True, text=True, check=False)
   assert off.returncode == 2 and "nothing to audit" in off.stderr, off.stderr
+  poisson = subprocess.run([sys.executable, "-m", "launch.audit",
+                            "--config=launch/configs/fashion_mnist.py:private"], cwd=ROOT,
+                           capture_output=True, text=True, check=False)
+  assert poisson.returncode == 2 and "fixed-size cohort" in poisson.stderr, poisson.stderr
 
 
 @requires_fmnist
-def test_launch_audit_writes_a_consistent_result_for_the_private_preset(tmp_path):
+def test_launch_audit_writes_a_consistent_result_for_the_fixed_size_private_preset(tmp_path):
   out = tmp_path / "audit.json"
   base = [sys.executable, "-m", "launch.audit",
-          "--config=launch/configs/fashion_mnist.py:private", "--dim=64", "--cohort=0",
+          "--config=launch/configs/fashion_mnist.py:private_mcmahan", "--dim=64", "--cohort=0",
           "--config.clients_per_round=10", "--config.privacy.secagg_neighbors=4"]
   # 400 trials measure at most 3.98, below this config's claim: refused, not run.
   weak = subprocess.run(base + ["--trials=400"], cwd=ROOT, capture_output=True, text=True,

@@ -29,11 +29,11 @@ def test_every_row_is_a_valid_config_with_its_stage_on():
   assert not cfgs["fedavg"].enabled
   assert cfgs["mask"].mask_ratio == 0.9 and cfgs["mask"].clip > 1e6
   assert cfgs["clip"].clip == 0.1 and cfgs["clip"].bits == 0
-  assert cfgs["quantize"].bits == 12 and cfgs["quantize"].noise == "none"
+  assert cfgs["quantize"].bits == 8 and cfgs["quantize"].noise == "none"
   assert cfgs["central_noise"].noise == "central" and not cfgs["central_noise"].secagg
   assert cfgs["secagg"].secagg and cfgs["secagg"].noise == "none"
   stack = cfgs["stack"]
-  assert (stack.mask_ratio, stack.bits, stack.noise, stack.secagg) == (0.9, 12,
+  assert (stack.mask_ratio, stack.bits, stack.noise, stack.secagg) == (0.9, 8,
                                                                       "distributed", True)
   assert stack.target_epsilon == 4.0
 
