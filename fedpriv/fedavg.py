@@ -334,6 +334,10 @@ class FedAvg:
     if batches is None:
       batches = client_batches(keylib.stage_key(ckey, keylib.SHUFFLE), mask,
                                self.local_epochs, self.batch_size)
+    # A slot that holds no client (Poisson or chunk padding) or a client that drops out
+    # trains on nothing: every output of such a slot is discarded below, and with its
+    # steps empty it costs no training (see `local_train`).
+    batches = (batches[0], batches[1] & valid)
     received, trained, (loss_sum, correct, count) = self.train_client(
         params, population, cid, ckey, batches, rule_state)
     mine = self.rule.client_inputs(rule_state, cid)

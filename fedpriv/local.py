@@ -26,7 +26,8 @@ def local_train(task: Task, optimizer: optax.GradientTransformation, params, x, 
     params: the model the client starts from.
     x, y: the client's `[max_examples, ...]` arrays.
     idx, valid: `[steps, batch]` minibatch schedule (see `schedule.client_batches`).
-    unroll: `lax.scan` unroll factor (a few steps per loop iteration help XLA:CPU).
+    unroll: steps per loop iteration (a few help XLA:CPU), also the blocks in which
+      steps without examples are skipped.
     factors: optional pytree broadcastable to `params`: the model computes with
       `params * factors` and training differentiates through that product, so the
       optimizer steps `params` themselves (FedQSN: a unit's factor is 0 or its mask
@@ -40,18 +41,47 @@ def local_train(task: Task, optimizer: optax.GradientTransformation, params, x, 
   def loss(p, *batch):
     return task.mean_loss(with_factors(p, factors), *batch)
 
-  def step(carry, batch):
+  def step(carry, bi, bv):
     p, s = carry
-    bi, bv = batch
     grads, stats = jax.grad(loss, has_aux=True)(p, x[bi], y[bi], bv)
     updates, s_new = optimizer.update(grads, s, p)
     p_new = optax.apply_updates(p, updates)
-    # A step whose batch holds no real example (a client smaller than the largest one)
-    # must leave parameters and optimizer state exactly as they were.
+    # A step whose batch holds no real example (a client smaller than the largest one,
+    # or a cohort slot that holds no client) leaves parameters and optimizer state
+    # exactly as they were.
     active = bv.any()
     keep = lambda new, old: jnp.where(active, new, old)
     return (jax.tree.map(keep, p_new, p), jax.tree.map(keep, s_new, s)), stats
 
-  (params, _), stats = lax.scan(step, (params, optimizer.init(params)), (idx, valid),
-                                unroll=unroll)
+  def block(carry, bis, bvs):
+    stats = []
+    for k in range(bis.shape[0]):  # `unroll` steps, unrolled
+      carry, st = step(carry, bis[k], bvs[k])
+      stats.append(st)
+    return carry, jax.tree.map(lambda *a: sum(a[1:], a[0]), *stats)
+
+  # The steps run in blocks of `unroll`; a block without a real example is skipped by
+  # `cond`. For one client (no vmap) that skips its gradients, so a round costs the
+  # steps its clients really take, not the largest client's (a client's real steps
+  # lead each epoch: at most unroll - 1 empty steps per epoch are computed). Under
+  # `vmap` the `cond` becomes a select of both branches: every step is computed, as
+  # without blocks.
+  unroll = max(1, int(unroll))
+  steps = idx.shape[0]
+  blocks = -(-steps // unroll)
+  pad = blocks * unroll - steps
+  if pad:
+    idx = jnp.concatenate([idx, jnp.zeros((pad,) + idx.shape[1:], idx.dtype)])
+    valid = jnp.concatenate([valid, jnp.zeros((pad,) + valid.shape[1:], valid.dtype)])
+  idx = idx.reshape((blocks, unroll) + idx.shape[1:])
+  valid = valid.reshape((blocks, unroll) + valid.shape[1:])
+  carry0 = (params, optimizer.init(params))
+  no_stats = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                          jax.eval_shape(block, carry0, idx[0], valid[0])[1])
+
+  def scan_body(carry, blk):
+    bis, bvs = blk
+    return lax.cond(bvs.any(), block, lambda c, *_: (c, no_stats), carry, bis, bvs)
+
+  (params, _), stats = lax.scan(scan_body, carry0, (idx, valid))
   return params, jax.tree.map(lambda s: s.sum(0), stats)
