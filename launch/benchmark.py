@@ -56,7 +56,8 @@ from fedpriv.models import make_task
 from launch import workload
 
 _SECTIONS = flags.DEFINE_list("sections", ["fedavg", "ceiling_seq", "ceiling_vmap",
-                                           "private", "full", "breakdown", "scaling"],
+                                           "private", "full", "breakdown", "scaling",
+                                           "skew"],
                               "Measurements to run, in order.")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Rounds per measurement (first is warm-up).")
 _CHUNK = flags.DEFINE_integer("chunk_size", 1, "Clients vmapped together.")
@@ -403,6 +404,62 @@ def run_breakdown(rounds, chunk, unroll):
   return out
 
 
+class _RoundClock:
+  """A `train.run` hook: each round's wall time and the examples and local steps its
+  cohort really holds (recomputed from the round's keys, as the driver draws them)."""
+
+  def __init__(self, cfg):
+    self.cfg, self.rows, self.t = cfg, [], None
+
+  def on_start(self, exp, params):
+    self.t = time.perf_counter()
+    return params
+
+  def on_round(self, exp, state, metrics, rnd, evaluated):
+    del metrics
+    now = time.perf_counter()
+    pop = exp.data.train
+    cohort = exp.algorithm.sample_cohort(keylib.base_key(self.cfg.seed), rnd,
+                                         pop.mask.shape[0], state.noise_seed)
+    ids = np.asarray(cohort.client_ids)[np.asarray(cohort.valid)]
+    sizes = np.asarray(pop.mask).sum(axis=1)[ids]
+    steps = int(np.sum(-(-sizes // self.cfg.batch_size))) * self.cfg.local_epochs
+    self.rows.append({"round": rnd, "s": now - self.t, "examples": int(sizes.sum()),
+                      "steps": steps, "evaluated": bool(evaluated)})
+    self.t = now
+    return {}
+
+
+def run_skew(rounds, chunk, unroll):
+  """The fedavg preset's population (60,000 images over 100 clients, 10 per round, one
+  epoch of batch 20) split IID and Dirichlet(0.1), through the driver (`train.run`):
+  seconds per round and per 1,000 examples the sampled clients really hold (the first
+  round, which compiles, and the evaluated last round are not timed)."""
+  # pylint: disable=import-outside-toplevel
+  from fedpriv import train
+  from fedpriv.config import Config
+  out = {"section": "skew", "chunk_size": chunk, "unroll": unroll}
+  for part in ("iid", "dirichlet"):
+    cfg = Config(partition=part, dirichlet_alpha=0.1, rounds=rounds + 1, eval_every=rounds + 1,
+                 checkpoint_every=0, chunk_size=chunk, unroll=unroll, learning_rate=0.2)
+    exp = train.build(cfg)
+    clock = _RoundClock(cfg)
+    exp.hooks.append(clock)
+    train.run(exp, None, log=lambda *_: None)
+    timed = [r for r in clock.rows[1:] if not r["evaluated"]]
+    sizes = np.asarray(exp.data.train.mask).sum(axis=1)
+    s, ex = sum(r["s"] for r in timed), sum(r["examples"] for r in timed)
+    out[part] = {"s_per_round": s / len(timed), "examples_per_round": ex / len(timed),
+                 "s_per_1000_examples": 1000.0 * s / ex,
+                 "steps_per_round": sum(r["steps"] for r in timed) / len(timed),
+                 "largest_client": int(sizes.max()), "mean_client": float(sizes.mean()),
+                 "rounds_timed": len(timed)}
+  out["dirichlet_over_iid_per_example"] = (out["dirichlet"]["s_per_1000_examples"]
+                                           / out["iid"]["s_per_1000_examples"])
+  out["peak_rss_mb"] = _peak_mb()
+  return out
+
+
 SECTIONS = {
     "fedavg": lambda: run_fedavg(_ROUNDS.value, _CHUNK.value, _UNROLL.value, _EVAL.value),
     "ceiling_seq": lambda: run_ceiling_seq(_ROUNDS.value, _CHUNK.value, _UNROLL.value),
@@ -412,6 +469,7 @@ SECTIONS = {
     "scaling": lambda: run_scaling(_COHORT.value, _SCALING_CHUNK.value, 1,
                                    max(_ROUNDS.value // 2, 2)),
     "breakdown": lambda: run_breakdown(_ROUNDS.value, _CHUNK.value, _UNROLL.value),
+    "skew": lambda: run_skew(_ROUNDS.value, _CHUNK.value, _UNROLL.value),
 }
 
 
@@ -468,6 +526,18 @@ def main(argv):
     for run in runs:
       print(f"running {' '.join(run)} ...", flush=True)
       r = _run_subprocess(*run)
+      if r.get("section") == "skew":
+        extras.append(r)
+        for part in ("iid", "dirichlet"):
+          v = r[part]
+          print(f"  skew {part}: {v['s_per_round']:.2f} s/round, "
+                f"{v['examples_per_round']:.0f} examples and {v['steps_per_round']:.0f} "
+                f"steps per round, {v['s_per_1000_examples']:.3f} s per 1,000 examples "
+                f"(clients: largest {v['largest_client']}, mean {v['mean_client']:.0f})",
+                flush=True)
+        print(f"  Dirichlet(0.1) / IID per example: "
+              f"{r['dirichlet_over_iid_per_example']:.2f}", flush=True)
+        continue
       if "sec_per_round_median" not in r:
         extras.append(r)
         print("  " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"

@@ -66,3 +66,27 @@ def test_vmapped_clients_of_different_sizes_each_train_their_own_steps():
   # The client with no examples leaves the model exactly as it was.
   chex.assert_trees_all_equal(jax.tree.map(lambda a: a[2], together), params)
   np.testing.assert_array_equal(np.asarray(stats[2]), [2.0, 9.0, 0.0])
+
+
+def test_a_round_trains_only_the_steps_its_sampled_clients_hold():
+  from fedpriv.fedavg import FedAvg  # pylint: disable=import-outside-toplevel
+  calls = []
+  task = _counting_task(calls)
+  pop = tiny_population([4, 4, 40, 8, 12, 3], seed=1)
+  sizes = np.asarray(pop.mask).sum(1)
+  base = jax.random.key(7)
+  for sampling, capacity in (("fixed", 0), ("poisson", 6)):
+    algo = FedAvg(task=task, client_optimizer=optax.sgd(0.1),
+                  server_optimizer=optax.sgd(1.0), clients_per_round=3, local_epochs=1,
+                  batch_size=4, client_sampling=sampling, capacity=capacity)
+    state = algo.init(task.init(jax.random.key(0)), jax.random.key(1))
+    cohort = algo.sample_cohort(base, 1, len(sizes))
+    real = np.asarray(cohort.client_ids)[np.asarray(cohort.valid)]
+    step = jax.jit(algo.apply)
+    calls.clear()
+    jax.block_until_ready(step(state, pop, cohort))
+    jax.effects_barrier()
+    # One forward pass per real step of a sampled client (ceil(n / batch)); the padded
+    # steps of small clients and the slots a Poisson draw left empty cost none
+    # (without the skip: capacity x 10 steps).
+    assert len(calls) == int(np.sum(-(-sizes[real] // 4))), (sampling, len(calls), real)
