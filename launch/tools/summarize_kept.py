@@ -135,6 +135,11 @@ def figure(summaries: list[dict], path, title: str = "") -> None:
       axes[2].plot(*zip(*sorted(pts)), marker="o", ls="none",
                    label="central noise" if noise == "central" else "whole stack, 8 bits")
   axes[2].set_xscale("log")
+  eps_seen = sorted({k[2] for k in at_length if k[1] != "none"})
+  if eps_seen:
+    from matplotlib import ticker  # pylint: disable=import-outside-toplevel
+    axes[2].set_xticks(eps_seen, [f"{e:g}" for e in eps_seen])
+    axes[2].xaxis.set_minor_formatter(ticker.NullFormatter())
   axes[2].set(xlabel="epsilon (RDP, delta 1e-5)", ylabel="test accuracy",
               title="accuracy vs epsilon (every seed)")
   for ax in axes:
