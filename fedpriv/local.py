@@ -60,28 +60,29 @@ def local_train(task: Task, optimizer: optax.GradientTransformation, params, x, 
       stats.append(st)
     return carry, jax.tree.map(lambda *a: sum(a[1:], a[0]), *stats)
 
-  # The steps run in blocks of `unroll`; a block without a real example is skipped by
-  # `cond`. For one client (no vmap) that skips its gradients, so a round costs the
-  # steps its clients really take, not the largest client's (a client's real steps
-  # lead each epoch: at most unroll - 1 empty steps per epoch are computed). Under
-  # `vmap` the `cond` becomes a select of both branches: every step is computed, as
-  # without blocks.
-  unroll = max(1, int(unroll))
-  steps = idx.shape[0]
-  blocks = -(-steps // unroll)
-  pad = blocks * unroll - steps
-  if pad:
-    idx = jnp.concatenate([idx, jnp.zeros((pad,) + idx.shape[1:], idx.dtype)])
-    valid = jnp.concatenate([valid, jnp.zeros((pad,) + valid.shape[1:], valid.dtype)])
-  idx = idx.reshape((blocks, unroll) + idx.shape[1:])
-  valid = valid.reshape((blocks, unroll) + valid.shape[1:])
-  carry0 = (params, optimizer.init(params))
+  # The steps run in blocks of `unroll` (and one shorter block for the remainder); a
+  # block without a real example is skipped by `cond`. For one client (no vmap) that
+  # skips its gradients, so a round costs the steps its clients really take, not the
+  # largest client's (a client's real steps lead each epoch: at most unroll - 1 empty
+  # steps per epoch are computed). Under `vmap` the `cond` becomes a select of both
+  # branches: every step is computed, as without blocks.
+  unroll = max(1, min(int(unroll), idx.shape[0]))
+  full, rem = divmod(idx.shape[0], unroll)
+  carry = (params, optimizer.init(params))
   no_stats = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
-                          jax.eval_shape(block, carry0, idx[0], valid[0])[1])
+                          jax.eval_shape(step, carry, idx[0], valid[0])[1])
 
-  def scan_body(carry, blk):
-    bis, bvs = blk
-    return lax.cond(bvs.any(), block, lambda c, *_: (c, no_stats), carry, bis, bvs)
+  def guarded(c, bis, bvs):
+    return lax.cond(bvs.any(), block, lambda c_, *_: (c_, no_stats), c, bis, bvs)
 
-  (params, _), stats = lax.scan(scan_body, carry0, (idx, valid))
-  return params, jax.tree.map(lambda s: s.sum(0), stats)
+  totals = []
+  if full:
+    blocked = lambda a: a[:full * unroll].reshape((full, unroll) + a.shape[1:])
+    carry, stats = lax.scan(lambda c, blk: guarded(c, *blk), carry,
+                            (blocked(idx), blocked(valid)))
+    totals.append(jax.tree.map(lambda a: a.sum(0), stats))
+  if rem:
+    carry, stats = guarded(carry, idx[full * unroll:], valid[full * unroll:])
+    totals.append(stats)
+  params = carry[0]
+  return params, jax.tree.map(lambda *a: sum(a[1:], a[0]), *totals)

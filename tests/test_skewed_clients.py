@@ -90,3 +90,22 @@ def test_a_round_trains_only_the_steps_its_sampled_clients_hold():
     # steps of small clients and the slots a Poisson draw left empty cost none
     # (without the skip: capacity x 10 steps).
     assert len(calls) == int(np.sum(-(-sizes[real] // 4))), (sampling, len(calls), real)
+
+
+def test_no_step_is_added_when_the_steps_do_not_fill_the_blocks():
+  # One-step clients (the 6,000-clients-of-10 setting) and a remainder block: as many
+  # forward passes as steps, at any unroll.
+  calls = []
+  task = _counting_task(calls)
+  params = task.init(jax.random.key(1))
+  for n, batch, steps in ((10, 10, 1), (28, 4, 7)):
+    pop = tiny_population([n], seed=2)
+    x, y = jnp.asarray(pop.x[0]), jnp.asarray(pop.y[0])
+    idx, valid = client_batches(jax.random.key(3), jnp.asarray(pop.mask[0]), 1, batch)
+    assert idx.shape[0] == steps
+    for unroll in (1, 5):
+      calls.clear()
+      jax.block_until_ready(jax.jit(lambda p, u=unroll, x=x, y=y, i=idx, v=valid: local_train(
+          task, optax.sgd(0.1), p, x, y, i, v, unroll=u))(params))
+      jax.effects_barrier()
+      assert len(calls) == steps, (n, unroll, len(calls))
