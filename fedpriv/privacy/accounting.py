@@ -193,12 +193,17 @@ def epsilon_pld(mech, rounds: int, delta: float | None = None) -> float:
   Dong & Wang, AISTATS 2022), and the PLD accountant's Poisson add/remove event with
   multiplier z' = sigma / (2B) bounds that pair in both directions.
   """
+  return _poisson_pld_epsilon(mech, rounds, _ADD_REMOVE, delta)
+
+
+def _poisson_pld_epsilon(mech, rounds: int, relation, delta: float | None) -> float:
+  """PLD epsilon of `rounds` Poisson-sampled Gaussian rounds at z' under `relation`."""
   z = accountant_noise_multiplier(mech)
   if z <= 0:
     return math.inf
   if rounds <= 0:
     return 0.0
-  acc = pld.PLDAccountant(neighboring_relation=_ADD_REMOVE)
+  acc = pld.PLDAccountant(neighboring_relation=relation)
   acc.compose(dpa.SelfComposedDpEvent(
       dpa.PoissonSampledDpEvent(sampling_rate(mech), dpa.GaussianDpEvent(z)), rounds))
   return float(acc.get_epsilon(_delta(mech, delta)))
@@ -214,15 +219,7 @@ def epsilon_replace_one(mech, rounds: int, delta: float | None = None) -> float:
   if not poisson(mech):
     raise ValueError("epsilon_replace_one is for Poisson sampling; fixed-size sampling "
                      "is accounted under replace-one already")
-  z = accountant_noise_multiplier(mech)
-  if z <= 0:
-    return math.inf
-  if rounds <= 0:
-    return 0.0
-  acc = pld.PLDAccountant(neighboring_relation=_REPLACE_ONE)
-  acc.compose(dpa.SelfComposedDpEvent(
-      dpa.PoissonSampledDpEvent(sampling_rate(mech), dpa.GaussianDpEvent(z)), rounds))
-  return float(acc.get_epsilon(_delta(mech, delta)))
+  return _poisson_pld_epsilon(mech, rounds, _REPLACE_ONE, delta)
 
 
 def server_epsilon(mech, participations: int, accountant: str = "RDP",
