@@ -162,7 +162,10 @@ def load(pattern: str) -> list[dict]:
 
 def main(argv):
   del argv
-  summaries = load(FLAGS.files)
+  try:
+    summaries = load(FLAGS.files)
+  except FileNotFoundError as e:
+    raise app.UsageError(str(e)) from None
   print(table(summaries))
   if FLAGS.plot:
     figure(summaries, FLAGS.plot, FLAGS.title)
