@@ -112,25 +112,12 @@ def to_torch_layout(model: str, params: dict) -> dict:
   return state
 
 
-def small_cnn_task():
-  """Papernot et al. 2021's small CNN as a fedpriv Task (XLA convolutions)."""
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+def small_cnn_task(conv_impl: str = "im2col"):
+  """Papernot et al. 2021's small CNN as a fedpriv Task: fedpriv's own `TemperedCNN`
+  with tanh (what `tempered_cnn` trains), its strided convolutions as im2col matmuls
+  (`conv_impl="xla"`: XLA's convolution, whose weight gradient is slow inside loops on
+  XLA:CPU)."""
   from fedpriv.models.registry import Task  # pylint: disable=import-outside-toplevel
-
-  def pool_2x2_stride_1(x):  # max of four shifted views (no reduce_window gradient)
-    return jnp.maximum(jnp.maximum(x[:, :-1, :-1], x[:, 1:, :-1]),
-                       jnp.maximum(x[:, :-1, 1:], x[:, 1:, 1:]))
-
-  class SmallCNN(nn.Module):
-
-    @nn.compact
-    def __call__(self, x):
-      x = nn.Conv(16, (8, 8), strides=2, padding=((3, 3), (3, 3)), name="conv1")(x)
-      x = pool_2x2_stride_1(nn.tanh(x))
-      x = nn.Conv(32, (4, 4), strides=2, padding="VALID", name="conv2")(x)
-      x = pool_2x2_stride_1(nn.tanh(x))
-      x = nn.tanh(nn.Dense(32, name="fc1")(x.reshape(x.shape[0], -1)))
-      return nn.Dense(10, name="fc2")(x)
-
-  return Task("small_cnn", "classification", SmallCNN(), (28, 28, 1))
+  from fedpriv.models.tempered_cnn import TemperedCNN  # pylint: disable=import-outside-toplevel
+  return Task("small_cnn", "classification",
+              TemperedCNN(num_classes=10, activation="tanh", conv_impl=conv_impl), (28, 28, 1))
