@@ -17,7 +17,8 @@ def with_factors(params, factors):
 
 
 def local_train(task: Task, optimizer: optax.GradientTransformation, params, x, y,
-                idx: jax.Array, valid: jax.Array, *, unroll: int = 1, factors=None):
+                idx: jax.Array, valid: jax.Array, *, unroll: int = 1, factors=None,
+                skip_empty: bool = True):
   """Trains `params` on one client's data; written for one client, `vmap` it for many.
 
   Args:
@@ -32,6 +33,9 @@ def local_train(task: Task, optimizer: optax.GradientTransformation, params, x, 
       `params * factors` and training differentiates through that product, so the
       optimizer steps `params` themselves (FedQSN: a unit's factor is 0 or its mask
       scale, the same function as masking and scaling its activation).
+    skip_empty: skip blocks of steps that hold no real example with `lax.cond`. Pass
+      False when clients are vmapped: under `vmap` the `cond` computes both branches
+      anyway (a select), and it would batch the shared starting weights (see below).
 
   Returns:
     `(new_params, (loss_sum, correct_sum, count))`, the statistics summed over all
@@ -66,23 +70,38 @@ def local_train(task: Task, optimizer: optax.GradientTransformation, params, x, 
   # largest client's (a client's real steps lead each epoch: at most unroll - 1 empty
   # steps per epoch are computed). Under `vmap` the `cond` becomes a select of both
   # branches: every step is computed, as without blocks.
-  unroll = max(1, min(int(unroll), idx.shape[0]))
-  full, rem = divmod(idx.shape[0], unroll)
   carry = (params, optimizer.init(params))
   no_stats = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
                           jax.eval_shape(step, carry, idx[0], valid[0])[1])
 
   def guarded(c, bis, bvs):
+    if not skip_empty:
+      return block(c, bis, bvs)
     return lax.cond(bvs.any(), block, lambda c_, *_: (c_, no_stats), c, bis, bvs)
 
+  unroll = max(1, min(int(unroll), idx.shape[0]))
+  full, rem = divmod(idx.shape[0], unroll)
+  blocked = lambda a: a[:full * unroll].reshape((full, unroll) + a.shape[1:])
+  blocks = [(idx[full * unroll:], valid[full * unroll:])] if rem else []
+  # The first block runs outside the loop. Every client of a cohort starts from the
+  # model it received, which for plain FedAvg and update privacy is the one global
+  # model: under `vmap` the first step then sees unbatched weights, so its forward pass
+  # and input gradients are one large batch over the chunk's clients instead of a
+  # per-client (grouped) computation; only its weight gradients are per client. The
+  # loop's carry is batched from there on (`skip_empty=False` keeps the weights
+  # unbatched: a `cond` with a batched predicate batches all its operands). Without
+  # `vmap` this changes nothing but where the block sits (block boundaries, and so the
+  # skipping, are as before).
   totals = []
   if full:
-    blocked = lambda a: a[:full * unroll].reshape((full, unroll) + a.shape[1:])
+    carry, stats = guarded(carry, idx[:unroll], valid[:unroll])
+    totals.append(stats)
+  if full > 1:
     carry, stats = lax.scan(lambda c, blk: guarded(c, *blk), carry,
-                            (blocked(idx), blocked(valid)))
+                            (blocked(idx)[1:], blocked(valid)[1:]))
     totals.append(jax.tree.map(lambda a: a.sum(0), stats))
-  if rem:
-    carry, stats = guarded(carry, idx[full * unroll:], valid[full * unroll:])
+  for bis, bvs in blocks:
+    carry, stats = guarded(carry, bis, bvs)
     totals.append(stats)
   params = carry[0]
   return params, jax.tree.map(lambda *a: sum(a[1:], a[0]), *totals)
