@@ -8,8 +8,8 @@ formulations avoid both:
 - "im2col": an explicit im2col (pad, k*k static slices, concat) followed by one matmul:
   XLA sees only slices and dots, which it fuses and batches well under `vmap`.
 - "xla": XLA's own convolution for the forward pass and the input gradient (both fast,
-  also inside loops), with the weight gradient computed as an im2col matmul by a custom
-  VJP. Fastest when the convolution is NOT vmapped (one client at a time, or
+  also inside loops), with the weight gradient computed by a custom VJP as one
+  contraction per kernel row (the row's k column taps against dL/dY). Fastest when the convolution is NOT vmapped (one client at a time, or
   evaluation); under `vmap` it turns into a grouped convolution again.
 
 Max-pooling by reshape + max avoids `reduce_window`, whose gradient
@@ -48,6 +48,23 @@ def _xla_conv(x, kernel):
   return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DN)
 
 
+def _weight_grad(x: jax.Array, g: jax.Array, k: int) -> jax.Array:
+  """dL/dW `[k, k, C, O]` of a SAME, stride-1 convolution: for each kernel row, the k
+  column taps of that row's shifted input against dL/dY, one contraction per row
+  (a k-times smaller patch buffer than the full im2col's, and measurably faster)."""
+  if k % 2 != 1:
+    raise ValueError(f"conv_same supports odd kernel sizes only, got {k}")
+  _, h, w, _ = x.shape
+  r = k // 2
+  xp = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)))
+  rows = []
+  for i in range(k):
+    xi = xp[:, i:i + h]
+    taps = jnp.stack([xi[:, :, j:j + w] for j in range(k)], axis=3)  # [B, H, W, k, C]
+    rows.append(jnp.einsum("bhwjc,bhwo->jco", taps, g))
+  return jnp.stack(rows)
+
+
 @jax.custom_vjp
 def conv_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """SAME, stride-1 convolution (NHWC, HWIO) with an im2col weight gradient."""
@@ -61,9 +78,9 @@ def _conv_same_fwd(x, kernel):
 def _conv_same_bwd(res, g):
   x, kernel = res
   k, _, cin, cout = kernel.shape
-  # dL/dW: patches^T @ dL/dY, a plain matmul (XLA's own weight-gradient convolution is
-  # the slow path inside loops).
-  dw = jnp.einsum("bhwp,bhwo->po", im2col(x, k), g).reshape(k, k, cin, cout)
+  # dL/dW by contractions (XLA's own weight-gradient convolution is the slow path
+  # inside loops).
+  dw = _weight_grad(x, g, k)
   # dL/dX: the convolution of dL/dY with the flipped kernel, inputs and outputs swapped.
   dx = _xla_conv(g, jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2))
   return dx, dw
