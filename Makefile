@@ -71,7 +71,8 @@ bench-peers: install data
 	[ -x .venv-flwr/bin/python ] || { $(PYTHON) -m venv .venv-flwr && \
 	  .venv-flwr/bin/pip install -q "flwr[simulation]==$(FLWR_VERSION)" torch==2.13.0 numpy; }
 	mkdir -p runs
-	$(PY) -m launch.bench_peers --out=runs/bench_peers.json --md=runs/bench_peers.md
+	$(PY) -m launch.bench_peers --models=cnn,small_cnn --out=runs/bench_peers.json \
+	  --md=runs/bench_peers.md
 
 # The one-shot accelerator run. Here (with a package index): `make bench-gpu-wheels`
 # gathers into .gpu/ what a bare GPU machine without internet lacks (wheels for its
